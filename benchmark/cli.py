@@ -1,0 +1,156 @@
+"""The `bench` command line."""
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .config import Overrides, load_config_file, parse_set_options
+from .errors import UserError
+from .progress import console
+from .registry import DATASETS, PREDICTORS, load_plugin
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="vpbench: train and evaluate video predictors on one protocol, then report.")
+
+
+class ListWhat(str, Enum):
+    predictors = "predictors"
+    datasets = "datasets"
+    all = "all"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Format(str, Enum):
+    md = "md"
+    csv = "csv"
+    json = "json"
+
+
+def _split_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _load_plugins(plugins: Optional[List[Path]]) -> None:
+    for path in plugins or []:
+        load_plugin(path)
+
+
+PluginOpt = typer.Option(None, "--plugin", help="Python file that registers predictors or datasets (repeatable).")
+
+
+@app.command("list")
+def list_cmd(what: ListWhat = typer.Argument(ListWhat.all), plugin: Optional[List[Path]] = PluginOpt) -> None:
+    """List registered predictors and datasets, one line each."""
+    _load_plugins(plugin)
+    if what in (ListWhat.predictors, ListWhat.all):
+        if what is ListWhat.all:
+            print("predictors:")
+        for name, cls in PREDICTORS.classes().items():
+            presets = f"  [presets: {', '.join(cls.presets)}]" if cls.presets else ""
+            print(f"  {name:<16}{cls.summary()}{presets}")
+    if what in (ListWhat.datasets, ListWhat.all):
+        if what is ListWhat.all:
+            print("datasets:")
+        for name, cls in DATASETS.classes().items():
+            print(f"  {name:<16}{cls.summary()}  [protocols: {', '.join(cls.protocols)}]")
+
+
+def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], quick: bool, device: str, seed: int,
+             out: Path, set_: Optional[List[str]], config: Optional[Path], plugin: Optional[List[Path]],
+             preset: Optional[str], precision: Precision, workers: int, force: bool,
+             checkpoint: Optional[Path] = None) -> list[dict]:
+    from .runner import RunSettings, run_models  # torch import deferred: `bench list --help` stays fast
+
+    _load_plugins(plugin)
+    names = _split_names(models)
+    overrides = Overrides()
+    if config is not None:
+        overrides = load_config_file(config, set(names))
+    overrides = overrides.merge(parse_set_options(set_ or [], set(names)))
+    settings = RunSettings(out=out, device=device, seed=seed, quick=quick, precision=precision.value,
+                           workers=workers, force=force, preset=preset, checkpoint=checkpoint,
+                           progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1")
+    return run_models(names, dataset, protocol, overrides, settings, mode)  # type: ignore[arg-type]
+
+
+ModelsOpt = typer.Option(..., "--models", "--model", "-m", help="Comma-separated predictor names (see `bench list`).")
+DatasetOpt = typer.Option(..., "--dataset", "-d", help="Dataset name (see `bench list datasets`).")
+ProtocolOpt = typer.Option(None, "--protocol", help="Dataset protocol; default: the dataset's first.")
+QuickOpt = typer.Option(False, "--quick", help="Short schedule and a small test subset: a smoke run, marked as such.")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
+SeedOpt = typer.Option(0, "--seed")
+OutOpt = typer.Option(Path("runs"), "--out", help="Runs directory.")
+SetOpt = typer.Option(None, "--set", help="key=value for every predictor, name.key=value for one, data.key=value for the dataset.")
+ConfigOpt = typer.Option(None, "--config", help="YAML file of settings (same scopes as --set).")
+PresetOpt = typer.Option(None, "--preset", help="Use this predictor preset instead of the dataset's (e.g. mmnist).")
+PrecisionOpt = typer.Option(Precision.fp32, "--precision")
+WorkersOpt = typer.Option(0, "--workers", help="Data-loading worker processes.")
+ForceOpt = typer.Option(False, "--force", help="Redo runs that already have a result.")
+
+
+CheckpointOpt = typer.Option(None, "--checkpoint", help="Evaluate these weights instead of training (run, eval).")
+DOCS = {
+    "run": "Train (when needed) and evaluate each predictor, then print the dataset's table.",
+    "train": "Train only (resumes an interrupted run); the checkpoint is chosen on the validation split.",
+    "eval": "Evaluate trained predictors (or --checkpoint FILE) on the whole test split.",
+}
+
+
+def _register(mode: str) -> None:
+    """`run`, `train` and `eval` take the same options; one definition serves all three."""
+
+    def command(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Optional[str] = ProtocolOpt,
+                quick: bool = QuickOpt, device: str = DeviceOpt, seed: int = SeedOpt, out: Path = OutOpt,
+                set_: Optional[List[str]] = SetOpt, config: Optional[Path] = ConfigOpt,
+                plugin: Optional[List[Path]] = PluginOpt, preset: Optional[str] = PresetOpt,
+                precision: Precision = PrecisionOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
+                checkpoint: Optional[Path] = CheckpointOpt) -> None:
+        if mode == "train" and checkpoint is not None:
+            raise UserError("--checkpoint is for `bench eval` and `bench run`: training starts from the run's own state")
+        results = _execute(mode, models, dataset, protocol, quick, device, seed, out, set_, config, plugin, preset,
+                           precision, workers, force, checkpoint)
+        if mode != "train":
+            from vpbench.reports.tables import load_results, render
+
+            frame, _ = load_results(out)
+            print(render(frame[frame["run_id"].isin({r["run_id"] for r in results})], "md"))
+
+    command.__doc__ = DOCS[mode]
+    app.command(mode)(command)
+
+
+for _mode in DOCS:
+    _register(_mode)
+
+
+@app.command()
+def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs directory to read."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Write the report here as well."),
+           format: Format = typer.Option(Format.md, "--format")) -> None:
+    """Tables from every result.json under --runs: one markdown table per dataset and protocol."""
+    from vpbench.reports.tables import write_report
+
+    print(write_report(runs, out, format.value))
+
+
+def main() -> None:
+    threads = os.environ.get("VPBENCH_THREADS")
+    try:
+        import torch
+
+        # Set explicitly: some dependencies (Ultralytics) pin OMP_NUM_THREADS=1 when imported.
+        torch.set_num_threads(int(threads) if threads else (os.cpu_count() or 1))
+        app()  # standalone: typer reports usage errors itself with exit code 2
+    except UserError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

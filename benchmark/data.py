@@ -1,0 +1,92 @@
+"""The dataset interface: protocols (the papers' settings) and splits of clips.
+
+A dataset module subclasses `VideoDataset`, declares its `protocols` and a `Config` dataclass of
+options, and registers itself with `@register_dataset("name")`. A split is a map-style torch
+dataset whose items are float tensors [T, C, H, W] in [0, 1], T = context + future.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar, Literal
+
+from torch.utils.data import Dataset
+
+from .config import apply_overrides
+from .errors import UserError
+from .spec import VideoSpec
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation setting: how many frames are given, how many predicted, at what size."""
+
+    name: str
+    context: int
+    future: int
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def spec(self) -> VideoSpec:
+        return VideoSpec(self.channels, self.height, self.width, self.context, self.future)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class DatasetConfig:
+    """Options every dataset accepts. `None` keeps the protocol's value."""
+
+    context: int | None = None
+    future: int | None = None
+    height: int | None = None
+    width: int | None = None
+
+
+class VideoDataset:
+    registry_name: ClassVar[str]
+    Config: ClassVar[type] = DatasetConfig
+    protocols: ClassVar[dict[str, Protocol]] = {}
+    # Predictor presets tried in order for this dataset; the first one a predictor defines is used.
+    preset_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, protocol: str | None = None) -> None:
+        self.config = config
+        if not self.protocols:
+            raise UserError(f"dataset {self.registry_name!r} declares no protocol")
+        name = protocol or next(iter(self.protocols))
+        if name not in self.protocols:
+            raise UserError(f"dataset {self.registry_name!r} has no protocol {name!r}; "
+                            f"choose from {', '.join(self.protocols)}")
+        base = self.protocols[name]
+        changes = {k: getattr(config, k) for k in ("context", "future", "height", "width")
+                   if getattr(config, k, None) is not None}
+        for key, value in changes.items():
+            if value <= 0:
+                raise UserError(f"dataset option {key} must be positive, got {value}")
+        self.protocol = replace(base, **changes)
+
+    @classmethod
+    def create(cls, protocol: str | None = None, **options: Any) -> "VideoDataset":
+        config = apply_overrides(cls.Config(), options, f"dataset {cls.registry_name}")
+        return cls(config, protocol)
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    @property
+    def spec(self) -> VideoSpec:
+        return self.protocol.spec
+
+    def presets(self) -> tuple[str, ...]:
+        return self.preset_keys or (self.registry_name,)
+
+    def split(self, name: Split) -> Dataset:
+        """Clips of one split; train, val and test never share a sequence."""
+        raise NotImplementedError

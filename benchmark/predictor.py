@@ -1,0 +1,99 @@
+"""The predictor contract every plugin implements, and how one is built from a name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import TrainConfig, apply_overrides, shrink_schedule
+from .errors import UserError
+from .registry import PREDICTORS
+from .spec import VideoSpec
+
+if TYPE_CHECKING:
+    from .training import TrainContext
+
+
+class Predictor(nn.Module):
+    """A video predictor: `forward(context, future)` maps [B, Tc, C, H, W] in [0, 1] to [B, future, C, H, W].
+
+    Subclasses set `Config` (a dataclass extending `TrainConfig`) and `presets` (dataset preset
+    name -> overrides, the papers' settings), and register with `@register_predictor("name")`.
+    """
+
+    registry_name: ClassVar[str]
+    Config: ClassVar[type] = TrainConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, spec: VideoSpec, config: Any) -> None:
+        super().__init__()
+        self.spec = spec
+        self.config = config
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    def forward(self, context: Tensor, future: int) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def training_loss(self, clip: Tensor, iteration: int) -> Tensor:
+        """Loss on one batch of clips [B, T, C, H, W]. Default: MSE of the open-loop prediction."""
+        context = clip[:, : self.spec.context]
+        target = clip[:, self.spec.context:]
+        return F.mse_loss(self(context, target.shape[1]), target)
+
+    def training_step(self, clip: Tensor, trainer: "TrainContext") -> dict[str, Tensor]:
+        """One optimisation step. Adversarial predictors override this and step several optimizers;
+        `trainer.backward` / `trainer.step` keep mixed precision and clipping the harness's business."""
+        loss = self.training_loss(clip, trainer.iteration)
+        trainer.backward(loss)
+        trainer.step("model")
+        return {"loss": loss.detach()}
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per optimizer name; the harness builds each optimizer from the config."""
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    config: Any
+    preset: str | None
+
+
+def resolve_config(cls: type[Predictor], preset_keys: tuple[str, ...], overrides: Mapping[str, Any] | None = None,
+                   *, preset: str | None = None, quick: bool = False) -> ResolvedConfig:
+    """Defaults, then the first preset this predictor defines among `preset_keys` (or the one named),
+    then user overrides, then the quick schedule."""
+    if preset is not None and preset not in cls.presets:
+        raise UserError(f"predictor {cls.registry_name!r} has no preset {preset!r}; "
+                        f"presets: {', '.join(cls.presets) or 'none'}")
+    chosen = preset or next((key for key in preset_keys if key in cls.presets), None)
+    config = cls.Config()
+    if chosen is not None:
+        config = apply_overrides(config, cls.presets[chosen], f"preset {chosen!r} of {cls.registry_name}")
+    config = apply_overrides(config, overrides or {}, f"predictor {cls.registry_name}")
+    if quick:
+        config = shrink_schedule(config)
+    return ResolvedConfig(config, chosen)
+
+
+def create_predictor(name: str, spec: VideoSpec, *, preset: str | None = None, preset_keys: tuple[str, ...] = (),
+                     **overrides: Any) -> Predictor:
+    """Build a registered predictor by name, timm-style: `create_predictor("convlstm", spec, num_hidden=64)`."""
+    cls = PREDICTORS.get(name)
+    resolved = resolve_config(cls, preset_keys, overrides, preset=preset)
+    return cls(spec, resolved.config)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+

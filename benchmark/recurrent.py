@@ -1,0 +1,130 @@
+"""The shared base of patch-based recurrent predictors (ConvLSTM, PredRNN, PredRNN++, MIM, E3D-LSTM,
+MotionRNN, STRPM, STIP): patching, scheduled sampling, the time loop and closed-loop rollouts are
+written once here; a model only defines its initial state and one recurrent step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import TrainConfig, iterations
+from .errors import UserError
+from .predictor import Predictor
+from .spec import VideoSpec
+
+
+@dataclass
+class RecurrentConfig(TrainConfig):
+    patch_size: int = 4
+    scheduled_sampling: bool = True
+    sampling_start: float = 1.0
+    # Probability of feeding ground truth falls linearly from sampling_start to 0 at this iteration
+    # (thuml's `sampling_changing_rate` = sampling_start / sampling_stop_iter).
+    sampling_stop_iter: int = iterations(50000)
+
+
+def patchify(frames: Tensor, patch: int) -> Tensor:
+    """[B, T, C, H, W] -> [B, T, p*p*C, H/p, W/p] with the reference `reshape_patch` channel order
+    (row offset, column offset, colour), so checkpoints trained by the reference code load as they are."""
+    b, t, c, h, w = frames.shape
+    x = frames.reshape(b, t, c, h // patch, patch, w // patch, patch)
+    x = x.permute(0, 1, 4, 6, 2, 3, 5)  # B, T, ph, pw, C, H/p, W/p
+    return x.reshape(b, t, patch * patch * c, h // patch, w // patch)
+
+
+def unpatchify(patches: Tensor, patch: int, channels: int) -> Tensor:
+    """Inverse of `patchify`."""
+    b, t, _, hp, wp = patches.shape
+    x = patches.reshape(b, t, patch, patch, channels, hp, wp)
+    x = x.permute(0, 1, 4, 5, 2, 6, 3)  # B, T, C, H/p, ph, W/p, pw
+    return x.reshape(b, t, channels, hp * patch, wp * patch)
+
+
+class RecurrentPredictor(Predictor):
+    """Base class: subclasses implement `init_state` and `step` on patch tensors."""
+
+    Config = RecurrentConfig
+
+    def __init__(self, spec: VideoSpec, config: RecurrentConfig) -> None:
+        super().__init__(spec, config)
+        p = config.patch_size
+        if p < 1 or spec.height % p or spec.width % p:
+            raise UserError(f"{self.registry_name}: patch_size {p} does not divide the frame size "
+                            f"{spec.height}x{spec.width}")
+        self.patch_channels = spec.channels * p * p
+        self.grid = (spec.height // p, spec.width // p)
+
+    # --- what a model defines -------------------------------------------------------------------
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> Any:
+        raise NotImplementedError
+
+    def step(self, frame: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """One time step: patch frame [B, p*p*C, H/p, W/p] -> prediction of the next frame, new state."""
+        raise NotImplementedError
+
+    # --- the time loop, shared -----------------------------------------------------------------
+    def unroll(self, truth: Tensor, steps: int, feed_truth: Tensor, keep_from: int = 0) -> Tensor:
+        """Run `steps` recurrent steps over patch frames `truth` [B, T, F, h, w].
+
+        The input at step t is `feed_truth[:, t] * truth[:, t] + (1 - feed_truth[:, t]) * previous
+        prediction`; `feed_truth` is [B, steps] in {0, 1} (scheduled sampling) and must be 1 wherever no
+        earlier prediction exists. Steps beyond the end of `truth` always feed the prediction back, so a
+        closed-loop rollout of any horizon needs no ground truth. Only outputs from step `keep_from` on
+        are kept, which keeps long rollouts' memory flat.
+        """
+        batch = truth.shape[0]
+        state = self.init_state(batch, truth.device, truth.dtype)
+        prediction: Tensor | None = None
+        kept = []
+        for t in range(steps):
+            if t >= truth.shape[1]:
+                frame = prediction
+            else:
+                use = feed_truth[:, t].to(truth.dtype)
+                if prediction is None or bool((use == 1).all()):
+                    frame = truth[:, t]
+                elif bool((use == 0).all()):
+                    frame = prediction
+                else:
+                    use = use.view(batch, 1, 1, 1)
+                    frame = use * truth[:, t] + (1 - use) * prediction
+            prediction, state = self.step(frame, state)
+            if t >= keep_from:
+                kept.append(prediction)
+        return torch.stack(kept, dim=1)
+
+    def forward(self, context: Tensor, future: int) -> Tensor:
+        """Closed-loop prediction of `future` frames after `context` [B, Tc, C, H, W]."""
+        p, tc = self.config.patch_size, context.shape[1]
+        truth = patchify(context, p)
+        feed = torch.ones(context.shape[0], tc, device=context.device)
+        out = self.unroll(truth, tc + future - 1, feed, keep_from=tc - 1)
+        return unpatchify(out, p, self.spec.channels)
+
+    def sampling_probability(self, iteration: int) -> float:
+        """Probability of feeding ground truth at future steps during training."""
+        cfg = self.config
+        if not cfg.scheduled_sampling:
+            return 0.0
+        return max(0.0, cfg.sampling_start * (1.0 - iteration / max(1, cfg.sampling_stop_iter)))
+
+    def sampling_mask(self, iteration: int, batch: int, length: int, device: torch.device) -> Tensor:
+        """[B, length - 1]: 1 where the step is fed ground truth. Context steps always are; future
+        steps with the scheduled-sampling probability (PredRNN-V2's reverse schedule overrides this)."""
+        mask = torch.ones(batch, length - 1, device=device)
+        sampled = length - 1 - self.spec.context
+        if sampled > 0:
+            eta = self.sampling_probability(iteration)
+            mask[:, self.spec.context:] = (torch.rand(batch, sampled, device=device) < eta).float()
+        return mask
+
+    def training_loss(self, clip: Tensor, iteration: int) -> Tensor:
+        """MSE over all T-1 outputs, reconstructions of context frames included, as the references train."""
+        truth = patchify(clip, self.config.patch_size)
+        mask = self.sampling_mask(iteration, clip.shape[0], clip.shape[1], clip.device)
+        out = self.unroll(truth, clip.shape[1] - 1, mask)
+        return F.mse_loss(out, truth[:, 1:])

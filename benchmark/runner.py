@@ -1,0 +1,177 @@
+"""Orchestrates `bench run / train / eval`: resolve names and configs, then train, evaluate and store."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import platform
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import Subset
+
+from . import __version__
+from .config import Overrides, config_to_dict, identity_dict
+from .data import VideoDataset
+from .errors import UserError
+from .evaluation import evaluate
+from .predictor import Predictor, count_parameters, resolve_config
+from .progress import console
+from .registry import DATASETS, PREDICTORS
+from .store import RESULT_SCHEMA, RunDir
+from .training import Precision, load_weights, train
+
+Mode = Literal["run", "train", "eval"]
+QUICK_TEST_SEQUENCES = 256  # --quick scores a prefix of the test split, and the result says so
+
+
+@dataclass
+class RunSettings:
+    out: Path = Path("runs")
+    device: str = "auto"
+    seed: int = 0
+    quick: bool = False
+    precision: Precision = "fp32"
+    workers: int = 0
+    force: bool = False
+    preset: str | None = None
+    checkpoint: Path | None = None
+    progress: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but this machine has no CUDA GPU visible to torch")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+
+
+def build_dataset(name: str, protocol: str | None, options: dict[str, Any]) -> VideoDataset:
+    return DATASETS.get(name).create(protocol, **options)
+
+
+def predictor_overrides(cls: type[Predictor], overrides: Overrides) -> dict[str, Any]:
+    """Keys set for every predictor apply where the predictor has them; scoped keys always apply."""
+    known = {f.name for f in fields(cls.Config)}
+    shared = {k: v for k, v in overrides.everyone.items() if k in known}
+    return {**shared, **overrides.per_predictor.get(cls.registry_name, {})}
+
+
+def check_shared_keys(classes: list[type[Predictor]], overrides: Overrides) -> None:
+    known = set().union(*({f.name for f in fields(c.Config)} for c in classes))
+    unknown = sorted(set(overrides.everyone) - known)
+    if unknown:
+        names = ", ".join(c.registry_name for c in classes)
+        raise UserError(f"--set/--config key {unknown[0]!r} is not a setting of any of: {names}")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def run_models(models: list[str], dataset_name: str, protocol: str | None, overrides: Overrides,
+               settings: RunSettings, mode: Mode = "run") -> list[dict]:
+    """Train and/or evaluate each model; returns the result records (empty dicts for train-only)."""
+    if not models:
+        raise UserError("no predictor named: pass --models a,b")
+    classes = [PREDICTORS.get(name) for name in models]  # unknown names fail before any work
+    dataset = build_dataset(dataset_name, protocol, overrides.dataset)
+    check_shared_keys(classes, overrides)
+    if settings.preset is not None and not any(settings.preset in c.presets for c in classes):
+        raise UserError(f"no predictor of this run has a preset {settings.preset!r}")
+    if settings.checkpoint is not None and not settings.checkpoint.is_file():
+        raise UserError(f"checkpoint file not found: {settings.checkpoint}")
+    device = resolve_device(settings.device)
+    return [_run_one(cls, dataset, overrides, settings, device, mode) for cls in classes]
+
+
+def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, settings: RunSettings,
+             device: torch.device, mode: Mode) -> dict:
+    name = cls.registry_name
+    resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
+                              preset=settings.preset if settings.preset in cls.presets else None,
+                              quick=settings.quick)
+    identity = {
+        "predictor": name, "dataset": dataset.registry_name, "protocol": dataset.protocol.to_dict(),
+        "dataset_config": config_to_dict(dataset.config), "seed": settings.seed, "quick": settings.quick,
+        "preset": resolved.preset, "precision": settings.precision, "config": identity_dict(resolved.config),
+    }
+    if settings.checkpoint is not None:
+        identity["checkpoint_sha256"] = _file_digest(settings.checkpoint)
+    run = RunDir(settings.out, dataset.registry_name, name, identity)
+    existing = run.read_result()
+    if existing is not None and not settings.force and mode != "train":
+        console.print(f"[dim]{name}: result exists, skipped ({run.path}); --force redoes it[/dim]")
+        return existing
+    run.prepare(force=settings.force)
+
+    torch.manual_seed(settings.seed)
+    model = cls(dataset.spec, resolved.config).to(device)
+    train_summary = None
+    if cls.trainable and settings.checkpoint is None and mode in ("run", "train"):
+        train_summary = train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed,
+                              device=device, precision=settings.precision, workers=settings.workers,
+                              show_progress=settings.progress)
+    if mode == "train":
+        console.print(f"{name}: trained, best checkpoint {run.best_checkpoint}")
+        return {}
+
+    checkpoint_used = "none (needs no training)"
+    if settings.checkpoint is not None:
+        load_weights(model, settings.checkpoint, device)
+        checkpoint_used = str(settings.checkpoint)
+    elif cls.trainable:
+        if not run.best_checkpoint.is_file():
+            raise UserError(f"{name}: no trained checkpoint in {run.path}; run `bench train` or `bench run` first")
+        load_weights(model, run.best_checkpoint, device)
+        checkpoint_used = "best on validation"
+
+    test = dataset.split("test")
+    scored = Subset(test, range(min(QUICK_TEST_SEQUENCES, len(test)))) if settings.quick else test
+    tic = time.perf_counter()
+    scores = evaluate(model, scored, device=device, precision=settings.precision,
+                      batch_size=model.config.eval_batch_size, workers=settings.workers)
+    eval_seconds = time.perf_counter() - tic
+    params, trainable_params = count_parameters(model)
+    device_name = describe_device(device)
+    result = {
+        "schema": RESULT_SCHEMA, "run_id": run.id, **identity,
+        "config": config_to_dict(model.config),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"vpbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "train": train_summary.to_dict() if train_summary else None,
+        "eval": {
+            "split": "test", "sequences": scores["sequences"], "split_size": len(test),
+            "whole_split": scores["sequences"] == len(test), "checkpoint": checkpoint_used,
+            "per_step": scores["per_step"], "mean": scores["mean"], "not_measured": {},
+            "wall_seconds": round(eval_seconds, 3),
+        },
+        "costs": {
+            "params": params, "trainable_params": trainable_params,
+            "ms_per_sequence": 1000 * scores["forward_seconds"] / max(1, scores["sequences"]),
+            "timing": f"forward wall time per sequence during evaluation, batch {model.config.eval_batch_size}",
+            "device": device_name,
+        },
+    }
+    run.write_result(result)
+    mean = scores["mean"]
+    console.print(f"{name}: PSNR {mean['psnr']:.2f}  SSIM {mean['ssim']:.4f}  MSE {mean['mse']:.3e} "
+                  f"over {scores['sequences']} test sequences -> {run.result_path}")
+    return result

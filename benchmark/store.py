@@ -1,0 +1,106 @@
+"""Where runs live: runs/<dataset>/<predictor>/<run-id>/ with config, checkpoints, log and result.
+
+Every file that another process may read (result.json, checkpoints) is written to a temporary name
+and renamed into place, so a run killed at any moment leaves either the old file or the new one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+RESULT_SCHEMA = 1
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=2, allow_nan=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    _atomic_write(path, write)
+
+
+def save_checkpoint_atomic(path: Path, obj: dict) -> None:
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Checkpoints hold tensors, numbers and strings only, so they load with weights_only=True."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def run_id(identity: dict) -> str:
+    """Stable id of what a run is: predictor, dataset, protocol, seed, config, quick."""
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+class RunDir:
+    """The files of one run."""
+
+    def __init__(self, root: Path, dataset: str, predictor: str, identity: dict) -> None:
+        self.identity = identity
+        self.id = run_id(identity)
+        self.path = Path(root) / dataset / predictor / self.id
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def result_path(self) -> Path:
+        return self.path / "result.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "best.pt"
+
+    def prepare(self, force: bool) -> None:
+        if force and self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.config_path, {"run_id": self.id, **self.identity})
+
+    def read_result(self) -> dict | None:
+        if not self.result_path.is_file():
+            return None
+        try:
+            return json.loads(self.result_path.read_text())
+        except json.JSONDecodeError:
+            return None  # cannot happen with atomic writes unless edited by hand; redo the evaluation
+
+    def write_result(self, result: dict) -> None:
+        write_json_atomic(self.result_path, result)
+
+    def log(self, event: dict) -> None:
+        # Appends of one short line are atomic enough for a log; the log is for people, not for resuming.
+        with open(self.log_path, "a") as fh:
+            fh.write(json.dumps(event) + "\n")

@@ -1,0 +1,218 @@
+"""One training loop for every predictor.
+
+Batches are drawn with a generator seeded by (seed, iteration), so a run resumed from its last
+checkpoint sees exactly the batches it would have seen; the checkpoint carries the model, the
+optimizers, the schedulers, the loss scaler and the RNG state. The checkpoint kept for evaluation is
+chosen on the validation split, never on test.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from .config import TrainConfig, config_to_dict
+from .errors import UserError
+from .evaluation import evaluate
+from .predictor import Predictor
+from .progress import progress_bar
+from .store import RunDir, load_checkpoint, save_checkpoint_atomic
+
+Precision = Literal["fp32", "bf16", "fp16"]
+CHECKPOINT_FORMAT = "vpbench-checkpoint-1"
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Stepped once per iteration."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_iterations)
+    if cfg.lr_schedule == "exponential":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_every, gamma=cfg.lr_gamma)
+    if cfg.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.max_iterations)
+    return None
+
+
+class TrainContext:
+    """What a predictor's `training_step` asks of the harness: backward and optimizer steps."""
+
+    def __init__(self, model: Predictor, cfg: TrainConfig, precision: Precision, device: torch.device) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.device = device
+        self.precision = precision
+        self.iteration = 0
+        self.optimizers = {name: build_optimizer(params, cfg) for name, params in model.optimizer_groups().items()}
+        self.schedulers = {name: build_scheduler(opt, cfg) for name, opt in self.optimizers.items()}
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def backward(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"training diverged at iteration {self.iteration}: loss is {loss.item()}; "
+                                   f"lower lr (now {self.cfg.lr}) or set grad_clip")
+        self.scaler.scale(loss).backward()
+
+    def step(self, name: str = "model") -> None:
+        optimizer = self.optimizers[name]
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if self.schedulers[name] is not None:
+            self.schedulers[name].step()
+
+    def lr(self, name: str = "model") -> float:
+        return self.optimizers[name].param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items() if s is not None},
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            if sched is not None:
+                sched.load_state_dict(state["schedulers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+class IterationSampler(Sampler[list[int]]):
+    """Batch indices for iterations start..total-1, each a pure function of (seed, iteration)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int, total: int) -> None:
+        self.size, self.batch_size, self.seed, self.start, self.total = size, batch_size, seed, start, total
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for iteration in range(self.start, self.total):
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
+            yield torch.randint(self.size, (self.batch_size,), generator=gen).tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+
+@dataclass
+class TrainSummary:
+    iterations: int
+    best_iteration: int
+    best_val_mse: float
+    val_sequences: int
+    wall_seconds: float
+    resumed_from: int
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDir, *, seed: int,
+          device: torch.device, precision: Precision = "fp32", workers: int = 0, show_progress: bool = True) -> TrainSummary:
+    """Train `model` in `run`, resuming from `run.last_checkpoint` when there is one."""
+    cfg: TrainConfig = model.config
+    ctx = TrainContext(model, cfg, precision, device)
+    start, best_mse, best_iteration, wall = 0, math.inf, 0, 0.0
+    if run.last_checkpoint.is_file():
+        state = load_checkpoint(run.last_checkpoint, device)
+        model.load_state_dict(state["model"])
+        ctx.load_state_dict(state["trainer"])
+        _set_rng_state(state["rng"])
+        start, best_mse, best_iteration, wall = (state["iteration"], state["best_val_mse"], state["best_iteration"],
+                                                 state["wall_seconds"])
+        run.log({"event": "resume", "iteration": start})
+    val_subset = Subset(val_split, range(min(cfg.val_sequences, len(val_split))))
+
+    def save_last(iteration: int) -> None:
+        save_checkpoint_atomic(run.last_checkpoint, {
+            "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": iteration,
+            "model": model.state_dict(), "trainer": ctx.state_dict(), "rng": _rng_state(),
+            "best_val_mse": best_mse, "best_iteration": best_iteration, "wall_seconds": wall,
+            "config": config_to_dict(cfg)})
+
+    sampler = IterationSampler(len(train_split), cfg.batch_size, seed, start, cfg.max_iterations)
+    loader = DataLoader(train_split, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    tic = time.perf_counter()
+    with progress_bar(f"train {model.registry_name}", total=cfg.max_iterations, completed=start,
+                      enabled=show_progress) as bar:
+        for iteration, clip in zip(range(start, cfg.max_iterations), loader):
+            model.train()
+            ctx.iteration = iteration
+            with ctx.autocast():
+                losses = model.training_step(clip.to(device, non_blocking=True), ctx)
+            done = iteration + 1
+            logged = {k: float(v) for k, v in losses.items()}
+            bar.advance(**logged)
+            if done % 50 == 0 or done == cfg.max_iterations:
+                run.log({"event": "train", "iteration": done, "lr": ctx.lr(), **logged})
+            if done % cfg.val_every == 0 or done == cfg.max_iterations:
+                val = evaluate(model, val_subset, device=device, precision=precision,
+                               batch_size=cfg.eval_batch_size, workers=workers)
+                val_mse = val["mean"]["mse"]
+                run.log({"event": "val", "iteration": done, "mse": val_mse, "psnr": val["mean"]["psnr"]})
+                bar.note(val_mse=val_mse)
+                if val_mse < best_mse:
+                    best_mse, best_iteration = val_mse, done
+                    save_checkpoint_atomic(run.best_checkpoint, {
+                        "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": done,
+                        "model": model.state_dict(), "config": config_to_dict(cfg)})
+            if done % cfg.checkpoint_every == 0 or done % cfg.val_every == 0 or done == cfg.max_iterations:
+                wall += time.perf_counter() - tic
+                tic = time.perf_counter()
+                save_last(done)
+    run.log({"event": "done", "iteration": cfg.max_iterations, "best_iteration": best_iteration})
+    return TrainSummary(cfg.max_iterations, best_iteration, best_mse, len(val_subset), round(wall, 3), start)
+
+
+def load_weights(model: Predictor, path: Any, device: torch.device) -> dict:
+    """Load a vpbench checkpoint's (or a bare state dict's) weights strictly."""
+    state = load_checkpoint(path, device)
+    weights = state.get("model", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise UserError(f"checkpoint {path} does not fit {model.registry_name}: {' '.join(first[:2])}") from None
+    return state

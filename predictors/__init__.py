@@ -1,0 +1,4 @@
+"""Built-in predictors, one module each. Third parties register through the entry point group
+`vpbench.predictors` or `bench --plugin FILE`."""
+
+BUILTIN_MODULES = ("copy_last", "convlstm")

@@ -1,0 +1,1 @@
+"""Turning result records into the tables a paper prints."""
