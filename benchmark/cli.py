@@ -73,10 +73,12 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], quic
 
     _load_plugins(plugin)
     names = _split_names(models)
+    # Scopes may name any registered predictor, so one config file can serve runs of different subsets.
+    known = set(PREDICTORS.names())
     overrides = Overrides()
     if config is not None:
-        overrides = load_config_file(config, set(names))
-    overrides = overrides.merge(parse_set_options(set_ or [], set(names)))
+        overrides = load_config_file(config, known)
+    overrides = overrides.merge(parse_set_options(set_ or [], known))
     settings = RunSettings(out=out, device=device, seed=seed, quick=quick, precision=precision.value,
                            workers=workers, force=force, preset=preset, checkpoint=checkpoint,
                            progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1")
@@ -144,12 +146,11 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
 
 
 def main() -> None:
-    threads = os.environ.get("VPBENCH_THREADS")
     try:
-        import torch
+        from .cpu import keep_freed_memory_for_reuse, set_threads
 
-        # Set explicitly: some dependencies (Ultralytics) pin OMP_NUM_THREADS=1 when imported.
-        torch.set_num_threads(int(threads) if threads else (os.cpu_count() or 1))
+        keep_freed_memory_for_reuse()
+        set_threads()
         app()  # standalone: typer reports usage errors itself with exit code 2
     except UserError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)

@@ -211,7 +211,7 @@ def load_config_file(path: str | Path, predictor_names: set[str]) -> Overrides:
         key = str(key)
         if isinstance(value, dict):
             if key != "data" and key not in predictor_names:
-                raise UserError(f"config file {path}: section {key!r} is neither 'data' nor a predictor in this run")
+                raise UserError(f"config file {path}: section {key!r} is neither 'data' nor a registered predictor")
             for sub_key, sub_value in value.items():
                 _place(out, f"{key}.{sub_key}", sub_value, predictor_names, f"config file {path}")
         else:
@@ -228,4 +228,4 @@ def _place(out: Overrides, key: str, value: Any, predictor_names: set[str], wher
     elif scope in predictor_names:
         out.per_predictor.setdefault(scope, {})[rest] = value
     else:
-        raise UserError(f"{where}: {scope!r} is neither 'data' nor a predictor in this run")
+        raise UserError(f"{where}: {scope!r} is neither 'data' nor a registered predictor")

@@ -34,8 +34,9 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     model.eval()
     spec = model.spec
     metrics = FrameMetrics(spec.future, device=device)
+    # A private generator keeps validation from consuming the global RNG that training draws from.
     loader = DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
     forward_seconds = 0.0
     for clip in loader:
         clip = clip.to(device, non_blocking=True)

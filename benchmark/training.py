@@ -172,8 +172,10 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
             "config": config_to_dict(cfg)})
 
     sampler = IterationSampler(len(train_split), cfg.batch_size, seed, start, cfg.max_iterations)
+    # Its own generator: creating a loader iterator otherwise draws from the global RNG, which would
+    # shift every later random draw of a resumed run against an uninterrupted one.
     loader = DataLoader(train_split, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+                        generator=torch.Generator().manual_seed(seed))
     tic = time.perf_counter()
     with progress_bar(f"train {model.registry_name}", total=cfg.max_iterations, completed=start,
                       enabled=show_progress) as bar:

@@ -1,0 +1,162 @@
+"""Per-frame image metrics and a per-time-step accumulator for video prediction.
+
+SSIM and PSNR reproduce scikit-image's numbers (Wang et al. 2004 settings) so that
+results can be compared with papers that report skimage values.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+METRICS = ("mse", "mae", "psnr", "ssim")
+HIGHER_IS_BETTER = {"mse": False, "mae": False, "psnr": True, "ssim": True}
+
+_SIGMA = 1.5
+_RADIUS = int(3.5 * _SIGMA + 0.5)  # skimage: truncate=3.5, radius as in scipy.ndimage
+_WIN = 2 * _RADIUS + 1  # 11
+_MSE_FLOOR = 1e-10
+
+
+def _wide_dtype(device: torch.device) -> torch.dtype:
+    # MPS has no float64; there everything runs in float32 (ssim mean-centres first).
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _check_images(pred: Tensor, target: Tensor) -> None:
+    if pred.shape != target.shape or pred.ndim != 4:
+        raise ValueError(f"expected pred and target of equal shape [N, C, H, W], got "
+                         f"{tuple(pred.shape)} and {tuple(target.shape)}")
+
+
+def _ssim(pred: Tensor, target: Tensor, data_range: float, dtype: torch.dtype) -> Tensor:
+    _check_images(pred, target)
+    _, c, h, w = pred.shape
+    if h < _WIN or w < _WIN:
+        raise ValueError(f"SSIM needs images of at least {_WIN}x{_WIN} pixels "
+                         f"(Gaussian window, sigma={_SIGMA}), got {h}x{w}")
+    x, y = pred.to(dtype), target.to(dtype)
+    shift_x = shift_y = None
+    if dtype != torch.float64:
+        # E[x^2] - E[x]^2 cancels catastrophically in float32 unless the data are centred;
+        # variances and covariance are shift-invariant, the means get the shift added back.
+        shift_x = x.mean(dim=(2, 3), keepdim=True)
+        shift_y = y.mean(dim=(2, 3), keepdim=True)
+        x, y = x - shift_x, y - shift_y
+    coords = torch.arange(-_RADIUS, _RADIUS + 1, dtype=dtype, device=pred.device)
+    kernel = torch.exp(-0.5 / _SIGMA**2 * coords**2)
+    kernel = kernel / kernel.sum()
+    groups = 5 * c
+    # skimage filters with reflect padding and then crops `radius` pixels from every
+    # side of the SSIM map: exactly the pixels the padding reaches, so a padding-free
+    # ("valid") separable convolution yields the cropped map directly.
+    moments = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    moments = F.conv2d(moments, kernel.view(1, 1, _WIN, 1).expand(groups, 1, _WIN, 1), groups=groups)
+    moments = F.conv2d(moments, kernel.view(1, 1, 1, _WIN).expand(groups, 1, 1, _WIN), groups=groups)
+    mu_x, mu_y, e_xx, e_yy, e_xy = moments.chunk(5, dim=1)
+    var_x, var_y, cov_xy = e_xx - mu_x**2, e_yy - mu_y**2, e_xy - mu_x * mu_y
+    if shift_x is not None:
+        mu_x, mu_y = mu_x + shift_x, mu_y + shift_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.mean(dim=(1, 2, 3))
+
+
+def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """Per-image SSIM of [N, C, H, W] images, mean over channels -> [N].
+
+    Matches ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, channel_axis=0)``: 11x11 Gaussian window, border of
+    5 pixels excluded. Computed in float64 (mean-centred float32 on MPS) on the input's
+    device. Raises ValueError for images smaller than 11x11.
+    """
+    return _ssim(pred, target, data_range, _wide_dtype(pred.device))
+
+
+def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """Per-image PSNR ``10 log10(R^2 / MSE)`` of [N, C, H, W] images -> [N].
+
+    Matches ``skimage.metrics.peak_signal_noise_ratio`` except that the MSE is floored
+    at 1e-10, so identical images give a finite cap (100 dB at data_range=1) instead of
+    inf, which would otherwise poison any average it enters.
+    """
+    return 10 * torch.log10(data_range**2 / _mse(pred, target).clamp_min(_MSE_FLOOR))
+
+
+def _diff(pred: Tensor, target: Tensor) -> Tensor:
+    _check_images(pred, target)
+    dtype = _wide_dtype(pred.device)
+    return pred.to(dtype) - target.to(dtype)
+
+
+def _mse(pred: Tensor, target: Tensor) -> Tensor:
+    return _diff(pred, target).square().mean(dim=(1, 2, 3))
+
+
+def _mae(pred: Tensor, target: Tensor) -> Tensor:
+    return _diff(pred, target).abs().mean(dim=(1, 2, 3))
+
+
+_FRAME_FNS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "mse": _mse, "mae": _mae, "psnr": psnr, "ssim": ssim}
+
+
+class FrameMetrics:
+    """Accumulates per-time-step means over sequences of MSE, MAE, PSNR and SSIM.
+
+    Per frame: MSE/MAE are means over C, H, W; PSNR and SSIM use data_range=1. The state
+    is sums over sequences plus a sequence count (float64, on ``device``, default CPU;
+    use the CUDA device under NCCL), so shards evaluated by several processes combine
+    exactly via :meth:`sync`.
+    """
+
+    def __init__(self, horizon: int, device: torch.device | str | None = None) -> None:
+        self.horizon = horizon
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self._sums = torch.zeros(len(METRICS), self.horizon, dtype=torch.float64, device=self.device)
+        self._count = torch.zeros((), dtype=torch.float64, device=self.device)
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch of predictions, both [B, T, C, H, W] with T == horizon.
+
+        Values must lie in [0, 1]; clamping predictions is the caller's job, so that
+        this class never silently alters what a predictor produced.
+        """
+        if pred.shape != target.shape or pred.ndim != 5 or pred.shape[1] != self.horizon:
+            raise ValueError(f"expected pred and target of equal shape [B, {self.horizon}, C, H, W], "
+                             f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+        b, t = pred.shape[:2]
+        frames_p, frames_t = pred.flatten(0, 1), target.flatten(0, 1)
+        per_frame = torch.stack([_FRAME_FNS[name](frames_p, frames_t).view(b, t) for name in METRICS])
+        self._sums += per_frame.to(self.device, torch.float64).sum(dim=1)
+        self._count += b
+
+    def sync(self) -> None:
+        """Sum the state over all processes when torch.distributed is initialised.
+
+        Not idempotent: a second call sums again. :meth:`compute` calls it once, so
+        every rank must call compute() exactly once per evaluation (it is collective).
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(self._sums, op=torch.distributed.ReduceOp.SUM)
+            torch.distributed.all_reduce(self._count, op=torch.distributed.ReduceOp.SUM)
+
+    def compute(self) -> dict:
+        """Per-step means over sequences, their mean over steps, and the sequence count."""
+        self.sync()
+        if self._count.item() == 0:
+            raise ValueError("FrameMetrics.compute() called before any update()")
+        per_step = (self._sums / self._count).cpu()
+        return {
+            "per_step": {name: per_step[i].tolist() for i, name in enumerate(METRICS)},
+            "mean": {name: per_step[i].mean().item() for i, name in enumerate(METRICS)},
+            "sequences": int(self._count.item()),
+        }

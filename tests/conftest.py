@@ -1,0 +1,33 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vpbench.cpu import keep_freed_memory_for_reuse
+
+keep_freed_memory_for_reuse()
+
+# A convlstm small enough that a training run takes seconds on two CPU cores.
+TINY = ["--set", "convlstm.num_layers=1", "--set", "convlstm.num_hidden=8", "--set", "convlstm.filter_size=3",
+        "--set", "batch_size=4", "--set", "data.train_size=200", "--set", "data.val_size=8",
+        "--set", "data.test_size=16"]
+
+
+def run_bench(*args: str, cwd: Path, env: dict | None = None, check: bool = True,
+              timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "VPBENCH_THREADS": "2", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "vpbench", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bench {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def bench(tmp_path):
+    def call(*args: str, **kwargs) -> subprocess.CompletedProcess:
+        return run_bench(*args, cwd=kwargs.pop("cwd", tmp_path), **kwargs)
+
+    return call

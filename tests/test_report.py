@@ -1,0 +1,240 @@
+"""Report tables from fake result.json files laid out as `bench run` writes them."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from vpbench.errors import UserError
+from vpbench.reports.tables import load_results, render, write_report
+
+
+def result(predictor: str = "convlstm", seed: int = 0, psnr: tuple[float, float] = (22.0, 18.0),
+           ssim: tuple[float, float] = (0.9, 0.7), mse: float = 0.01, params: int = 1_234_567,
+           **overrides) -> dict:
+    """A schema-1 result with 2 future steps; `overrides` replace top-level keys (or eval keys via eval=)."""
+    record = {
+        "schema": 1,
+        "run_id": f"{predictor}-s{seed}",
+        "predictor": predictor,
+        "dataset": "moving-digits",
+        "protocol": {"name": "10to2", "context": 10, "future": 2, "height": 64, "width": 64, "channels": 1},
+        "seed": seed,
+        "quick": False,
+        "preset": "moving-digits",
+        "config": {"lr": 0.001, "num_layers": 2},
+        "dataset_config": {"seed": seed},
+        "created": "2026-11-23T19:00:00+00:00",
+        "versions": {"vpbench": "0.1.0", "torch": "2.15.0", "python": "3.11.7"},
+        "train": {"iterations": 300, "best_iteration": 250, "best_val_mse": 0.0123, "val_sequences": 64,
+                  "wall_seconds": 120.5},
+        "eval": {
+            "split": "test", "sequences": 1000, "split_size": 1000, "whole_split": True, "checkpoint": "best",
+            "per_step": {"mse": [mse * 0.5, mse * 1.5], "mae": [0.02, 0.04], "psnr": list(psnr), "ssim": list(ssim)},
+            "mean": {"mse": mse, "mae": 0.03, "psnr": sum(psnr) / 2, "ssim": sum(ssim) / 2},
+            "not_measured": {},
+            "wall_seconds": 12.0,
+        },
+        "costs": {"params": params, "trainable_params": params, "ms_per_sequence": 3.2, "device": "cpu (2 threads)"},
+    }
+    eval_overrides = overrides.pop("eval", {})
+    record.update(overrides)
+    record["eval"].update(eval_overrides)
+    return record
+
+
+def write(runs: Path, record: dict, name: str = "result.json") -> Path:
+    path = runs / record["dataset"] / record["predictor"] / record["run_id"] / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def table(md: str) -> dict[str, dict[str, str]]:
+    """The first markdown table as {row label: {column header: cell}}."""
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    split = lambda line: [c.strip() for c in line.strip("|").split(" | ")]
+    header = split(lines[0])
+    return {cells[0]: dict(zip(header, cells)) for cells in map(split, lines[2:])}
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Path:
+    write(tmp_path, result("convlstm", psnr=(24.0, 19.0), ssim=(0.95, 0.80), mse=0.004))
+    write(tmp_path, result("copy-last", psnr=(20.0, 15.5), ssim=(0.85, 0.60), mse=0.02, params=0, train=None))
+    return tmp_path
+
+
+def test_two_predictors_give_two_rows_with_first_last_mean(two: Path) -> None:
+    frame, warnings = load_results(two)
+    assert warnings == [] and len(frame) == 2
+    conv = frame.set_index("predictor").loc["convlstm"]
+    assert (conv["psnr_first"], conv["psnr_last"], conv["psnr_mean"]) == (24.0, 19.0, 21.5)
+    assert conv["per_step"]["psnr"] == [24.0, 19.0]  # curves kept for plots
+
+    md = render(frame, "md")
+    assert "### moving-digits — 10to2 (10 → 2, 64×64)" in md
+    rows = table(md)
+    assert set(rows) == {"convlstm", "copy-last"}
+    assert rows["copy-last"]["PSNR↑ t+1"] == "20.00"
+    assert rows["copy-last"]["PSNR↑ t+2"] == "15.50"
+    assert rows["copy-last"]["PSNR↑ mean"] == "17.75"
+    assert rows["copy-last"]["SSIM↑ mean"] == "0.7250"
+    assert rows["copy-last"]["params"] == "**0**"
+    assert rows["convlstm"]["params"] == "1.23M"
+    assert rows["convlstm"]["seeds"] == "1"
+    assert "2 runs read from" in md and str(two) in md
+
+
+def test_best_is_bold_respecting_orientation_and_only_best(two: Path) -> None:
+    rows = table(render(load_results(two)[0], "md"))
+    for col in ["PSNR↑ t+1", "PSNR↑ t+2", "PSNR↑ mean", "SSIM↑ mean", "MSE↓ mean"]:
+        assert rows["convlstm"][col].startswith("**"), col  # higher PSNR/SSIM, lower MSE
+        assert "**" not in rows["copy-last"][col], col
+    assert rows["convlstm"]["MSE↓ mean"] == "**0.004**"
+    assert rows["copy-last"]["MSE↓ mean"] == "0.02"
+    # ms/seq tie on the same device: both bold
+    assert rows["convlstm"]["ms/seq"] == rows["copy-last"]["ms/seq"] == "**3.20**"
+
+
+def test_seeds_aggregate_and_other_configs_are_separate_rows(tmp_path: Path) -> None:
+    for seed, psnr in [(0, 20.0), (1, 21.0), (2, 22.0)]:
+        write(tmp_path, result(seed=seed, psnr=(psnr, psnr)))
+    write(tmp_path, result(seed=0, psnr=(30.0, 30.0), config={"lr": 0.01, "num_layers": 2}, run_id="bigger-lr"))
+    md = render(load_results(tmp_path)[0], "md")
+    rows = table(md)
+    assert set(rows) == {"convlstm (convlstm-s0, convlstm-s1, convlstm-s2)", "convlstm (bigger-lr)"}
+    averaged = rows["convlstm (convlstm-s0, convlstm-s1, convlstm-s2)"]
+    assert averaged["seeds"] == "3" and averaged["PSNR↑ mean"] == "21.00"
+    assert rows["convlstm (bigger-lr)"]["seeds"] == "1"
+    assert "mean over those seeds" in md
+
+
+def test_reruns_of_one_seed_are_listed_not_averaged(tmp_path: Path) -> None:
+    write(tmp_path, result(seed=0, psnr=(20.0, 20.0)))
+    write(tmp_path, result(seed=0, psnr=(24.0, 24.0), run_id="rerun"))
+    rows = table(render(load_results(tmp_path)[0], "md"))
+    assert rows["convlstm (convlstm-s0)"]["seeds"] == rows["convlstm (rerun)"]["seeds"] == "1"
+
+
+def test_a_copied_run_is_read_once(tmp_path: Path) -> None:
+    write(tmp_path, result())
+    write(tmp_path / "backup", result())
+    frame, warnings = load_results(tmp_path)
+    assert len(frame) == 1 and len(warnings) == 1 and "already read" in warnings[0]
+
+
+def test_ms_per_sequence_on_different_devices_is_not_bolded(tmp_path: Path) -> None:
+    write(tmp_path, result("a", costs={"params": 10, "ms_per_sequence": 1.0, "device": "cuda"}))
+    write(tmp_path, result("b", costs={"params": 20, "ms_per_sequence": 9.0, "device": "cpu (2 threads)"}))
+    md = render(load_results(tmp_path)[0], "md")
+    rows = table(md)
+    assert rows["a"]["ms/seq"] == "1.00" and rows["a"]["params"] == "**10**"
+    assert "not comparable" in md
+
+
+def test_a_nan_seed_is_not_averaged_away(tmp_path: Path) -> None:
+    write(tmp_path, result(seed=0, psnr=(20.0, 20.0)))
+    bad = result(seed=1, psnr=(22.0, 22.0))
+    bad["eval"]["mean"]["psnr"] = None
+    write(tmp_path, bad)
+    assert table(render(load_results(tmp_path)[0], "md"))["convlstm"]["PSNR↑ mean"] == "—"
+
+
+def test_quick_and_partial_runs_are_marked_with_footnotes(tmp_path: Path) -> None:
+    write(tmp_path, result("convlstm", quick=True, eval={"sequences": 200, "whole_split": False}))
+    write(tmp_path, result("copy-last"))
+    md = render(load_results(tmp_path)[0], "md")
+    rows = table(md)
+    assert set(rows) == {"convlstm†¹", "copy-last"}
+    assert "† quick schedule — a smoke test, not a paper number" in md
+    assert "¹ scored 200 of 1000 test sequences" in md
+
+
+def test_not_measured_metric_says_so_with_reason(tmp_path: Path) -> None:
+    reason = "weights missing: put alexnet-owt-7be5be79.pth under $TORCH_HOME/hub/checkpoints"
+    write(tmp_path, result("convlstm", eval={"not_measured": {"lpips": reason}}))
+    measured = result("copy-last")
+    measured["eval"]["per_step"]["lpips"] = [0.1, 0.2]
+    measured["eval"]["mean"]["lpips"] = 0.15
+    write(tmp_path, measured)
+    md = render(load_results(tmp_path)[0], "md")
+    rows = table(md)
+    assert rows["convlstm"]["LPIPS↓ t+1"] == rows["convlstm"]["LPIPS↓ mean"] == "not measured¹"
+    assert rows["copy-last"]["LPIPS↓ mean"] == "0.1500"  # alone among measured values: nothing to beat
+    assert f"¹ LPIPS not measured: {reason}" in md
+
+
+def test_unknown_metric_is_shown_but_never_bold(tmp_path: Path) -> None:
+    for predictor, value in [("a", 0.5), ("b", 0.9)]:
+        record = result(predictor)
+        record["eval"]["mean"]["detconf"] = value
+        write(tmp_path, record)
+    rows = table(render(load_results(tmp_path)[0], "md"))
+    assert rows["a"]["detconf mean"] == "0.5" and rows["b"]["detconf mean"] == "0.9"
+    assert "detconf t+1" not in rows["a"]  # no per-step curve, no empty column
+
+
+def test_bad_files_are_reported_and_tmp_files_ignored(tmp_path: Path) -> None:
+    good = write(tmp_path, result("convlstm"))
+    write(tmp_path, result("ghost"), name="result.json.tmp")
+    write(tmp_path, result("ghost2"), name=".result.json.abc123.tmp")
+    corrupt = tmp_path / "moving-digits" / "broken" / "x" / "result.json"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_text('{"schema": 1, "run_id": ')
+    old = write(tmp_path, result("old", schema=0))
+    missing = result("partial")
+    del missing["eval"]["mean"]
+    missing = write(tmp_path, missing)
+    short = result("short")
+    short["eval"]["per_step"]["psnr"] = [20.0]  # 1 value for 2 future steps
+    short = write(tmp_path, short)
+
+    frame, warnings = load_results(tmp_path)
+    assert list(frame["predictor"]) == ["convlstm"]
+    assert len(warnings) == 4
+    for path in (corrupt, old, missing, short):
+        assert sum(str(path) in w for w in warnings) == 1
+    assert str(good) not in " ".join(warnings)
+    assert any("schema 0" in w for w in warnings) and any("'eval.mean'" in w for w in warnings)
+
+    md = write_report(tmp_path, None, "md", on_warning=lambda w: None)
+    assert "1 run read from" in md and "ghost" not in md
+    assert "4 result files were skipped" in md and str(corrupt) in md
+
+
+def test_csv_and_json_parse_back(two: Path) -> None:
+    frame, _ = load_results(two)
+    csv = pd.read_csv(io.StringIO(render(frame, "csv"))).set_index("predictor")
+    assert csv.loc["convlstm", "psnr_last"] == 19.0
+    assert csv.loc["copy-last", "mse_mean"] == 0.02
+    assert csv.loc["copy-last", "params"] == 0
+    assert json.loads(csv.loc["convlstm", "per_step"])["ssim"] == [0.95, 0.80]
+    assert not csv["quick"].any()
+
+    records = {r["predictor"]: r for r in json.loads(render(frame, "json"))}
+    assert records["convlstm"]["psnr_first"] == 24.0
+    assert records["copy-last"]["ms_per_sequence"] == 3.2
+    assert records["copy-last"]["train_iterations"] is None  # NaN becomes null, not invalid JSON
+    assert records["convlstm"]["per_step"]["psnr"] == [24.0, 19.0]
+    assert "**" not in render(frame, "csv")
+
+
+def test_write_report_writes_atomically(two: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "table.md"
+    text = write_report(two, out, "md")
+    assert out.read_text() == text and "convlstm" in text
+    assert [p.name for p in out.parent.iterdir()] == ["table.md"]
+
+
+def test_no_results_raise_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no result.json under .*bench run"):
+        write_report(tmp_path, None, "md")
+    bad = tmp_path / "d" / "p" / "r" / "result.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not json")
+    with pytest.raises(UserError, match="no readable result.json"):
+        write_report(tmp_path, None, "md", on_warning=lambda w: None)
