@@ -11,7 +11,8 @@ from .metrics import FrameMetrics
 from .predictor import Predictor
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for fp16 / bf16 runs; nothing for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
@@ -43,7 +44,7 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
         context, target = clip[:, : spec.context], clip[:, spec.context: spec.context + spec.future]
         _sync(device)
         tic = time.perf_counter()
-        with _autocast(device, precision):
+        with autocast(device, precision):
             prediction = model(context, spec.future)
         _sync(device)
         forward_seconds += time.perf_counter() - tic

@@ -55,9 +55,10 @@ class Predictor(nn.Module):
         trainer.step("model")
         return {"loss": loss.detach()}
 
-    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters per optimizer name; the harness builds each optimizer from the config."""
-        return {"model": [p for p in self.parameters() if p.requires_grad]}
+    def optimizer_groups(self) -> dict[str, tuple[list[nn.Parameter], dict[str, Any]]]:
+        """Parameters per optimizer name, each with the settings in which it differs from the config
+        (e.g. a discriminator's `{"lr": 5e-4}`). The harness builds optimizers and schedules from them."""
+        return {"model": ([p for p in self.parameters() if p.requires_grad], {})}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Literal
 
 import torch
@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .config import TrainConfig, config_to_dict
 from .errors import UserError
-from .evaluation import evaluate
+from .evaluation import autocast, evaluate
 from .predictor import Predictor
 from .progress import progress_bar
 from .store import RunDir, load_checkpoint, save_checkpoint_atomic
@@ -33,10 +33,9 @@ class TrainingDiverged(UserError):
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if cfg.optimizer in kinds:
+        return kinds[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
@@ -60,15 +59,15 @@ class TrainContext:
         self.device = device
         self.precision = precision
         self.iteration = 0
-        self.optimizers = {name: build_optimizer(params, cfg) for name, params in model.optimizer_groups().items()}
-        self.schedulers = {name: build_scheduler(opt, cfg) for name, opt in self.optimizers.items()}
+        self.optimizers, self.schedulers = {}, {}
+        for name, (params, differences) in model.optimizer_groups().items():
+            group_cfg = replace(cfg, **differences)
+            self.optimizers[name] = build_optimizer(params, group_cfg)
+            self.schedulers[name] = build_scheduler(self.optimizers[name], group_cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.precision)
 
     def backward(self, loss: Tensor) -> None:
         if not torch.isfinite(loss):
