@@ -56,6 +56,46 @@ def test_bad_input_gives_one_line_and_exit_code_2(bench, tmp_path, args, message
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("result.json"))
 
 
+DATASET_PLUGIN = textwrap.dedent('''
+    import torch
+    from torch.utils.data import Dataset
+    from vpbench import Protocol, VideoDataset, register_dataset
+
+    class Bars(Dataset):
+        def __init__(self, offset, size):
+            self.offset, self.size = offset, size
+
+        def __len__(self):
+            return self.size
+
+        def __getitem__(self, index):
+            clip = torch.zeros(6, 1, 16, 16)
+            start = (self.offset + index) % 12
+            for t in range(6):
+                clip[t, 0, :, start + t: start + t + 2] = 1.0
+            return clip
+
+    @register_dataset("bars")
+    class BarsDataset(VideoDataset):
+        """A bar sliding right (an external dataset plugin)."""
+        protocols = {"3to3": Protocol("3to3", 3, 3, 16, 16, 1)}
+
+        def split(self, name):
+            return Bars({"train": 0, "val": 3, "test": 7}[name], {"train": 40, "val": 4, "test": 5}[name])
+''')
+
+
+def test_dataset_from_a_plugin_file_runs(bench, tmp_path):
+    plugin = tmp_path / "bars.py"
+    plugin.write_text(DATASET_PLUGIN)
+    assert "bars" in bench("list", "datasets", "--plugin", str(plugin)).stdout
+    bench("run", "--models", "copy-last", "--dataset", "bars", "--out", "R", "--plugin", str(plugin))
+    (result,) = (tmp_path / "R" / "bars" / "copy-last").glob("*/result.json")
+    record = json.loads(result.read_text())
+    assert record["eval"]["sequences"] == 5 and record["eval"]["whole_split"]
+    assert record["protocol"]["context"] == 3 and len(record["eval"]["per_step"]["mse"]) == 3
+
+
 def test_predictor_from_a_plugin_file_runs(bench, tmp_path):
     plugin = tmp_path / "elsewhere" / "my_predictor.py"
     plugin.parent.mkdir()

@@ -102,3 +102,20 @@ def test_an_interrupted_write_leaves_the_previous_file(tmp_path):
         write_json_atomic(path, {"ok": 2, "bad": object()})
     assert json.loads(path.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_mixed_precision_training_and_evaluating_given_weights(tmp_path):
+    args = ["--models", "convlstm", "--dataset", "moving-digits", "--out", "R", *TINY, "--set", "max_iterations=6",
+            "--set", "val_every=3", "--precision", "bf16"]
+    run_bench("run", *args, cwd=tmp_path)
+    (run_dir,) = (tmp_path / "R" / "moving-digits" / "convlstm").iterdir()
+    trained = json.loads((run_dir / "result.json").read_text())
+    assert trained["precision"] == "bf16" and trained["eval"]["mean"]["mse"] > 0
+
+    weights = run_dir / "checkpoints" / "best.pt"
+    run_bench("eval", *args, "--checkpoint", str(weights), cwd=tmp_path)
+    (given,) = [p for p in (tmp_path / "R" / "moving-digits" / "convlstm").glob("*/result.json")
+                if p.parent != run_dir]
+    record = json.loads(given.read_text())
+    assert record["eval"]["checkpoint"] == str(weights) and record["train"] is None
+    assert record["eval"]["mean"]["mse"] == pytest.approx(trained["eval"]["mean"]["mse"], rel=1e-6)
