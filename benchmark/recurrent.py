@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import TrainConfig, iterations
 from .errors import UserError
@@ -44,6 +44,16 @@ def unpatchify(patches: Tensor, patch: int, channels: int) -> Tensor:
     return x.reshape(b, t, channels, hp * patch, wp * patch)
 
 
+def gate_conv(in_channels: int, out_channels: int, kernel: int, grid: tuple[int, int], layer_norm: bool) -> nn.Sequential:
+    """A 'same' convolution without bias, optionally followed by LayerNorm over [C, H, W]: the gate
+    projection of every ConvLSTM-family cell. Kept as `Sequential` so parameter names (`conv_x.0.weight`,
+    `conv_x.1.weight`) match the thuml / OpenSTL checkpoints."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False)]
+    if layer_norm:
+        layers.append(nn.LayerNorm([out_channels, *grid]))
+    return nn.Sequential(*layers)
+
+
 class RecurrentPredictor(Predictor):
     """Base class: subclasses implement `init_state` and `step` on patch tensors."""
 
@@ -68,7 +78,12 @@ class RecurrentPredictor(Predictor):
 
     # --- the time loop, shared -----------------------------------------------------------------
     def unroll(self, truth: Tensor, steps: int, feed_truth: Tensor, keep_from: int = 0) -> Tensor:
-        """Run `steps` recurrent steps over patch frames `truth` [B, T, F, h, w].
+        """`rollout` without the final state."""
+        return self.rollout(truth, steps, feed_truth, keep_from)[0]
+
+    def rollout(self, truth: Tensor, steps: int, feed_truth: Tensor, keep_from: int = 0) -> tuple[Tensor, Any]:
+        """Run `steps` recurrent steps over patch frames `truth` [B, T, F, h, w]; return the kept
+        predictions and the final state (which may carry auxiliary terms, e.g. PredRNN-V2's decoupling loss).
 
         The input at step t is `feed_truth[:, t] * truth[:, t] + (1 - feed_truth[:, t]) * previous
         prediction`; `feed_truth` is [B, steps] in {0, 1} (scheduled sampling) and must be 1 wherever no
@@ -95,7 +110,7 @@ class RecurrentPredictor(Predictor):
             prediction, state = self.step(frame, state)
             if t >= keep_from:
                 kept.append(prediction)
-        return torch.stack(kept, dim=1)
+        return torch.stack(kept, dim=1), state
 
     def forward(self, context: Tensor, future: int) -> Tensor:
         """Closed-loop prediction of `future` frames after `context` [B, Tc, C, H, W]."""
@@ -123,8 +138,13 @@ class RecurrentPredictor(Predictor):
         return mask
 
     def training_loss(self, clip: Tensor, iteration: int) -> Tensor:
-        """MSE over all T-1 outputs, reconstructions of context frames included, as the references train."""
+        """MSE over all T-1 outputs, reconstructions of context frames included, as the references train,
+        plus `auxiliary_loss` of the final state."""
         truth = patchify(clip, self.config.patch_size)
         mask = self.sampling_mask(iteration, clip.shape[0], clip.shape[1], clip.device)
-        out = self.unroll(truth, clip.shape[1] - 1, mask)
-        return F.mse_loss(out, truth[:, 1:])
+        out, state = self.rollout(truth, clip.shape[1] - 1, mask)
+        return F.mse_loss(out, truth[:, 1:]) + self.auxiliary_loss(state)
+
+    def auxiliary_loss(self, state: Any) -> Tensor | float:
+        """Terms a model adds to the reconstruction loss from what its steps gathered (e.g. decoupling)."""
+        return 0.0

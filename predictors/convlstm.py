@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vpbench.recurrent import RecurrentConfig, RecurrentPredictor
+from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
 
@@ -32,14 +32,11 @@ class ConvLSTMCell(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.forget_bias = forget_bias
-        pad = filter_size // 2
-        self.conv_x = nn.Conv2d(in_channels, 4 * hidden, filter_size, padding=pad, bias=False)
-        self.conv_h = nn.Conv2d(hidden, 4 * hidden, filter_size, padding=pad, bias=False)
-        self.norm_x = nn.LayerNorm([4 * hidden, *grid]) if layer_norm else nn.Identity()
-        self.norm_h = nn.LayerNorm([4 * hidden, *grid]) if layer_norm else nn.Identity()
+        self.conv_x = gate_conv(in_channels, 4 * hidden, filter_size, grid, layer_norm)
+        self.conv_h = gate_conv(hidden, 4 * hidden, filter_size, grid, layer_norm)
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        gates = self.norm_x(self.conv_x(x)) + self.norm_h(self.conv_h(h))
+        gates = self.conv_x(x) + self.conv_h(h)
         i, f, g, o = torch.split(gates, self.hidden, dim=1)
         c = torch.sigmoid(f + self.forget_bias) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
@@ -70,11 +67,11 @@ class ConvLSTM(RecurrentPredictor):
     def __init__(self, spec: VideoSpec, config: ConvLSTMConfig) -> None:
         super().__init__(spec, config)
         widths = [self.patch_channels] + [config.num_hidden] * config.num_layers
-        self.cells = nn.ModuleList(
+        self.cell_list = nn.ModuleList(
             ConvLSTMCell(widths[i], config.num_hidden, config.filter_size, self.grid, config.layer_norm,
                          config.forget_bias)
             for i in range(config.num_layers))
-        self.head = nn.Conv2d(config.num_hidden, self.patch_channels, 1, bias=False)
+        self.conv_last = nn.Conv2d(config.num_hidden, self.patch_channels, 1, bias=False)
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
         zeros = torch.zeros(batch, self.config.num_hidden, *self.grid, device=device, dtype=dtype)
@@ -82,8 +79,8 @@ class ConvLSTM(RecurrentPredictor):
 
     def step(self, frame: Tensor, state: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         x, new_state = frame, []
-        for cell, (h, c) in zip(self.cells, state):
+        for cell, (h, c) in zip(self.cell_list, state):
             h, c = cell(x, h, c)
             new_state.append((h, c))
             x = h
-        return self.head(x), new_state
+        return self.conv_last(x), new_state
