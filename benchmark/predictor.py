@@ -60,6 +60,16 @@ class Predictor(nn.Module):
         (e.g. a discriminator's `{"lr": 5e-4}`). The harness builds optimizers and schedules from them."""
         return {"model": ([p for p in self.parameters() if p.requires_grad], {})}
 
+    def adapt_checkpoint(self, state: Any) -> Mapping[str, Tensor]:
+        """This module's state dict from a loaded checkpoint file (`--checkpoint`): a vpbench checkpoint's
+        "model" or a bare state dict. Predictors whose authors publish weights in another layout override it."""
+        return state.get("model", state) if isinstance(state, dict) else state
+
+    def modules_outside_prediction(self) -> list[nn.Module]:
+        """Submodules `forward` never uses: a GAN's discriminator, modules a reference implementation
+        defines but never calls (kept so its checkpoints load). Parameter counts leave them out."""
+        return []
+
 
 @dataclass(frozen=True)
 class ResolvedConfig:
@@ -93,8 +103,10 @@ def create_predictor(name: str, spec: VideoSpec, *, preset: str | None = None, p
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return total, trainable
+    """(total, trainable) parameters of what predicts: without a predictor's `modules_outside_prediction`."""
+    outside = model.modules_outside_prediction() if isinstance(model, Predictor) else []
+    skip = {id(p) for module in outside for p in module.parameters()}
+    counted = [p for p in model.parameters() if id(p) not in skip]
+    return sum(p.numel() for p in counted), sum(p.numel() for p in counted if p.requires_grad)
 
 
