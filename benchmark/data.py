@@ -38,6 +38,16 @@ class Protocol:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass(frozen=True)
+class DataProblem:
+    """A file of a split that could not be used (missing, truncated, undecodable, ...): the split is
+    that much smaller, so a result records these instead of silently scoring fewer sequences."""
+
+    split: str
+    file: str
+    message: str
+
+
 @dataclass
 class DatasetConfig:
     """Options every dataset accepts. `None` keeps the protocol's value."""
@@ -90,3 +100,7 @@ class VideoDataset:
     def split(self, name: Split) -> Dataset:
         """Clips of one split; train, val and test never share a sequence."""
         raise NotImplementedError
+
+    def problems(self) -> list[DataProblem]:
+        """Files left out of the splits, with the split each belongs to (none for generated data)."""
+        return []
