@@ -72,8 +72,10 @@ class RecurrentPredictor(Predictor):
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> Any:
         raise NotImplementedError
 
-    def step(self, frame: Tensor, state: Any) -> tuple[Tensor, Any]:
-        """One time step: patch frame [B, p*p*C, H/p, W/p] -> prediction of the next frame, new state."""
+    def step(self, frame: Tensor, state: Any) -> tuple[Tensor | None, Any]:
+        """One time step: patch frame [B, p*p*C, H/p, W/p] -> prediction of the next frame, new state.
+        A step that predicts nothing (an encoder-forecaster's encoding steps) returns None; `forward`
+        keeps outputs only from the last context step on, so such steps must come before it."""
         raise NotImplementedError
 
     # --- the time loop, shared -----------------------------------------------------------------
@@ -143,8 +145,12 @@ class RecurrentPredictor(Predictor):
         truth = patchify(clip, self.config.patch_size)
         mask = self.sampling_mask(iteration, clip.shape[0], clip.shape[1], clip.device)
         out, state = self.rollout(truth, clip.shape[1] - 1, mask)
-        return F.mse_loss(out, truth[:, 1:]) + self.auxiliary_loss(state)
+        return self.frame_loss(out, truth[:, 1:]) + self.auxiliary_loss(state)
 
     def auxiliary_loss(self, state: Any) -> Tensor | float:
         """Terms a model adds to the reconstruction loss from what its steps gathered (e.g. decoupling)."""
         return 0.0
+
+    def frame_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """The reconstruction loss of the outputs: MSE; E3D-LSTM's reference adds L1."""
+        return F.mse_loss(prediction, target)

@@ -1,0 +1,255 @@
+"""SimVP (Gao et al., CVPR 2022; SimVP.V2 / gSTA: Tan et al. 2022): a convolutional encoder, a translator
+and a decoder that map the Tc context frames to the next Tc frames in one pass.
+
+Follows OpenSTL's `SimVP_Model` (openstl/models/simvp_model.py, openstl/modules/simvp_modules.py):
+- Encoder: N_S ConvSC blocks (3x3 conv, GroupNorm(2), SiLU), every second one with stride 2, applied to
+  each frame; the first block's output is kept as a skip.
+- Translator on the frames stacked along channels, [B, Tc * hid_S, H / 2^(N_S/2), W / 2^(N_S/2)]:
+  `incepu` (SimVP.V1): N_T Inception blocks down and N_T up with U-Net skips, each a 1x1 convolution
+  then grouped 3/5/7/11 convolutions with GroupNorm and LeakyReLU(0.2), summed;
+  `gsta` (SimVP.V2): N_T gated spatiotemporal attention blocks (large-kernel attention and a
+  convolutional MLP, BatchNorm, layer scale, stochastic depth).
+- Decoder: ConvSC blocks with PixelShuffle upsampling, the skip added before the last block, a 1x1 readout.
+Trained with the MSE of the prediction (the harness's default step).
+
+For `future != Tc` the model rolls out autoregressively in chunks of Tc frames, each chunk predicted
+from the previous one, and the last chunk is cut to length, as OpenSTL's `SimVP._predict` does (in
+training too, so a 10 -> 20 protocol back-propagates through two passes).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from vpbench.config import TrainConfig
+from vpbench.errors import UserError
+from vpbench.predictor import Predictor
+from vpbench.registry import register_predictor
+from vpbench.spec import VideoSpec
+
+
+@dataclass
+class SimVPConfig(TrainConfig):
+    # OpenSTL's names, so that its config files read across.
+    hid_S: int = 64
+    hid_T: int = 512
+    N_S: int = 4
+    N_T: int = 8
+    spatio_kernel_enc: int = 3
+    spatio_kernel_dec: int = 3
+    translator: Literal["incepu", "gsta"] = "incepu"
+    mlp_ratio: float = 8.0  # gsta
+    drop: float = 0.0  # gsta
+    drop_path: float = 0.0  # gsta
+
+
+class ConvSC(nn.Module):
+    """3x3 convolution (stride 2 to downsample, x4 channels and PixelShuffle(2) to upsample), GroupNorm(2), SiLU."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, down: bool = False, up: bool = False) -> None:
+        super().__init__()
+        stride = 2 if down else 1
+        padding = (kernel - stride + 1) // 2
+        conv = nn.Conv2d(c_in, c_out * 4 if up else c_out, kernel, stride=stride, padding=padding)
+        nn.init.trunc_normal_(conv.weight, std=0.02)
+        nn.init.zeros_(conv.bias)
+        self.conv = nn.Sequential(conv, nn.PixelShuffle(2)) if up else conv
+        self.norm = nn.GroupNorm(2, c_out)
+        self.act = nn.SiLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class InceptionBlock(nn.Module):
+    """OpenSTL's `gInception_ST`: 1x1 to c_hid, then the sum of grouped k x k convolutions (k in 3, 5, 7, 11),
+    each followed by GroupNorm and LeakyReLU(0.2)."""
+
+    def __init__(self, c_in: int, c_hid: int, c_out: int, kernels: tuple[int, ...] = (3, 5, 7, 11), groups: int = 8) -> None:
+        super().__init__()
+        groups = groups if c_hid % groups == 0 else 1
+        self.conv1 = nn.Conv2d(c_in, c_hid, 1)
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c_hid, c_out, k, padding=k // 2, groups=groups), nn.GroupNorm(groups, c_out),
+                          nn.LeakyReLU(0.2))
+            for k in kernels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv1(x)
+        return sum(branch(x) for branch in self.branches)
+
+
+class InceptionTranslator(nn.Module):
+    """SimVP.V1's U-shaped stack: N_T Inception blocks down, N_T up, each up block but the first fed the
+    concatenation with the matching down block's output."""
+
+    def __init__(self, channels: int, hidden: int, blocks: int) -> None:
+        super().__init__()
+        if blocks < 2:
+            raise UserError(f"simvp: the Inception translator needs N_T >= 2, got {blocks}")
+        half = hidden // 2
+        self.enc = nn.ModuleList(InceptionBlock(channels if i == 0 else hidden, half, hidden) for i in range(blocks))
+        self.dec = nn.ModuleList(
+            InceptionBlock(hidden if i == 0 else 2 * hidden, half, channels if i == blocks - 1 else hidden)
+            for i in range(blocks))
+
+    def forward(self, z: Tensor) -> Tensor:
+        skips = []
+        for i, block in enumerate(self.enc):
+            z = block(z)
+            if i < len(self.enc) - 1:
+                skips.append(z)
+        z = self.dec[0](z)
+        for block in self.dec[1:]:
+            z = block(torch.cat([z, skips.pop()], dim=1))
+        return z
+
+
+def _fan_out_normal_(module: nn.Module) -> None:
+    """OpenSTL's gSTA initialisation: conv weights N(0, 2 / fan_out), biases zero."""
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class LargeKernelAttention(nn.Module):
+    """Depth-wise 5x5, depth-wise 7x7 with dilation 3 (a 21x21 field), 1x1 to a value and a sigmoid gate."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.conv_spatial = nn.Conv2d(dim, dim, 7, padding=9, groups=dim, dilation=3)
+        self.conv1 = nn.Conv2d(dim, 2 * dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        value, gate = torch.chunk(self.conv1(self.conv_spatial(self.conv0(x))), 2, dim=1)
+        return torch.sigmoid(gate) * value
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample with probability p while training."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) >= self.p
+        return x * keep / (1.0 - self.p)
+
+
+class GSTABlock(nn.Module):
+    """SimVP.V2's gated spatiotemporal attention block (OpenSTL's `GASubBlock`, kernel 21), optionally
+    followed by a 1x1 convolution to another width (OpenSTL's `MetaBlock` reduction)."""
+
+    def __init__(self, dim: int, out: int, mlp_ratio: float, drop: float, drop_path: float) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.proj_1 = nn.Conv2d(dim, dim, 1)
+        self.spatial_gating_unit = LargeKernelAttention(dim)
+        self.proj_2 = nn.Conv2d(dim, dim, 1)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
+                                 nn.GELU(), nn.Dropout(drop), nn.Conv2d(hidden, dim, 1), nn.Dropout(drop))
+        self.layer_scale_1 = nn.Parameter(torch.full((dim,), 1e-2))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim,), 1e-2))
+        self.drop_path = DropPath(drop_path)
+        self.apply(_fan_out_normal_)
+        self.reduction = nn.Conv2d(dim, out, 1) if out != dim else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.norm1(x)
+        attn = self.proj_2(self.spatial_gating_unit(nn.functional.gelu(self.proj_1(y)))) + y
+        x = x + self.drop_path(self.layer_scale_1.view(1, -1, 1, 1) * attn)
+        x = x + self.drop_path(self.layer_scale_2.view(1, -1, 1, 1) * self.mlp(self.norm2(x)))
+        return x if self.reduction is None else self.reduction(x)
+
+
+class GSTATranslator(nn.Sequential):
+    """N_T gSTA blocks: the first reduces to hid_T, the last expands back; drop-path rates rise linearly
+    from 0.01 to `drop_path` (the last block gets `drop_path`), as OpenSTL's `MidMetaNet`."""
+
+    def __init__(self, channels: int, hidden: int, blocks: int, mlp_ratio: float, drop: float, drop_path: float) -> None:
+        if blocks < 2:
+            raise UserError(f"simvp: the gSTA translator needs N_T >= 2, got {blocks}")
+        rates = torch.linspace(1e-2, drop_path, blocks).tolist()
+        rates[-1] = drop_path
+        widths = [channels] + [hidden] * (blocks - 1) + [channels]
+        super().__init__(*(GSTABlock(widths[i], widths[i + 1], mlp_ratio, drop, rates[i]) for i in range(blocks)))
+
+
+@register_predictor("simvp")
+class SimVP(Predictor):
+    """SimVP (Gao et al. 2022): CNN encoder, Inception (or gSTA) translator over stacked frames, CNN decoder."""
+
+    Config = SimVPConfig
+    presets = {
+        # OpenSTL configs/mmnist/simvp/SimVP_IncepU.py (its 58.0M / 19.4G row) with OpenSTL's defaults:
+        # OneCycle, 200 epochs x 625 iterations.
+        "mmnist": dict(hid_S=64, hid_T=512, N_S=4, N_T=8, translator="incepu", batch_size=16, lr=1e-3,
+                       lr_schedule="onecycle", max_iterations=125_000, val_every=5_000),
+        # OpenSTL configs/kth/simvp/SimVP_IncepU.py and configs/human/simvp/SimVP_IncepU.py (drop_path only
+        # acts in gSTA). OpenSTL trains 200 epochs, whose iterations depend on the prepared split's size:
+        # max_iterations stays at the harness default.
+        "kth": dict(hid_S=64, hid_T=256, N_S=2, N_T=4, translator="incepu", batch_size=8, lr=1e-3,
+                    lr_schedule="onecycle"),
+        "human36m": dict(hid_S=64, hid_T=512, N_S=4, N_T=6, translator="incepu", batch_size=16, lr=1e-3,
+                         lr_schedule="onecycle"),
+        # CPU-sized.
+        "moving-digits": dict(hid_S=8, hid_T=64, N_S=4, N_T=4, batch_size=8, lr=2e-3, lr_schedule="cosine",
+                              max_iterations=1000, quick_iterations=200, val_every=200, grad_clip=1.0),
+    }
+
+    def __init__(self, spec: VideoSpec, config: SimVPConfig) -> None:
+        super().__init__(spec, config)
+        if config.N_S < 2 or config.N_S % 2:
+            raise UserError(f"simvp: N_S must be an even number >= 2 (every second block halves the frame), "
+                            f"got {config.N_S}")
+        scale = 2 ** (config.N_S // 2)
+        if spec.height % scale or spec.width % scale:
+            raise UserError(f"simvp: N_S={config.N_S} halves the frame {config.N_S // 2} times; "
+                            f"{spec.height}x{spec.width} is not divisible by {scale}")
+        hid, c = config.hid_S, spec.channels
+        downs = [i % 2 == 1 for i in range(config.N_S)]  # False, True, False, True, ...
+        self.enc = nn.ModuleList(
+            ConvSC(c if i == 0 else hid, hid, config.spatio_kernel_enc, down=d) for i, d in enumerate(downs))
+        self.dec = nn.ModuleList(ConvSC(hid, hid, config.spatio_kernel_dec, up=u) for u in reversed(downs))
+        self.readout = nn.Conv2d(hid, c, 1)
+        channels = spec.context * hid
+        if config.translator == "incepu":
+            self.hid = InceptionTranslator(channels, config.hid_T, config.N_T)
+        else:
+            self.hid = GSTATranslator(channels, config.hid_T, config.N_T, config.mlp_ratio, config.drop,
+                                      config.drop_path)
+
+    def predict_chunk(self, frames: Tensor) -> Tensor:
+        """The Tc frames after `frames` [B, Tc, C, H, W]."""
+        b, t, c, h, w = frames.shape
+        x = frames.reshape(b * t, c, h, w)
+        skip = x = self.enc[0](x)
+        for block in self.enc[1:]:
+            x = block(x)
+        _, hid, hh, ww = x.shape
+        z = self.hid(x.reshape(b, t * hid, hh, ww)).reshape(b * t, hid, hh, ww)
+        for block in self.dec[:-1]:
+            z = block(z)
+        y = self.readout(self.dec[-1](z + skip))
+        return y.reshape(b, t, c, h, w)
+
+    def forward(self, context: Tensor, future: int) -> Tensor:
+        if context.shape[1] != self.spec.context:
+            raise UserError(f"simvp was built for {self.spec.context} context frames, got {context.shape[1]}")
+        chunks, frames = [], context
+        for _ in range(math.ceil(future / self.spec.context)):
+            frames = self.predict_chunk(frames)
+            chunks.append(frames)
+        return torch.cat(chunks, dim=1)[:, :future]
