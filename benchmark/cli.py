@@ -68,7 +68,8 @@ def list_cmd(what: ListWhat = typer.Argument(ListWhat.all), plugin: Optional[Lis
 def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], quick: bool, device: str, seed: int,
              out: Path, set_: Optional[List[str]], config: Optional[Path], plugin: Optional[List[Path]],
              preset: Optional[str], precision: Precision, workers: int, force: bool,
-             checkpoint: Optional[Path] = None) -> list[dict]:
+             checkpoint: Optional[Path] = None, lpips_weights: Optional[Path] = None,
+             yolo_weights: Optional[str] = None) -> list[dict]:
     from .runner import RunSettings, run_models  # torch import deferred: `bench list --help` stays fast
 
     _load_plugins(plugin)
@@ -81,7 +82,8 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], quic
     overrides = overrides.merge(parse_set_options(set_ or [], known))
     settings = RunSettings(out=out, device=device, seed=seed, quick=quick, precision=precision.value,
                            workers=workers, force=force, preset=preset, checkpoint=checkpoint,
-                           progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1")
+                           progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1",
+                           lpips_weights=lpips_weights, yolo_weights=yolo_weights)
     return run_models(names, dataset, protocol, overrides, settings, mode)  # type: ignore[arg-type]
 
 
@@ -101,6 +103,10 @@ ForceOpt = typer.Option(False, "--force", help="Redo runs that already have a re
 
 
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Evaluate these weights instead of training (run, eval).")
+LpipsWeightsOpt = typer.Option(None, "--lpips-weights", help="AlexNet state dict for LPIPS, used even if its checksum "
+                               "is not torchvision's (recorded); default: VPBENCH_LPIPS_WEIGHTS, then TORCH_HOME's cache.")
+YoloWeightsOpt = typer.Option(None, "--yolo-weights", help="Ultralytics detection weights (a file or a name such as "
+                              "yolov8n.pt); default: VPBENCH_YOLO_WEIGHTS, then yolov5su.pt. See `bench weights`.")
 DOCS = {
     "run": "Train (when needed) and evaluate each predictor, then print the dataset's table.",
     "train": "Train only (resumes an interrupted run); the checkpoint is chosen on the validation split.",
@@ -116,11 +122,12 @@ def _register(mode: str) -> None:
                 set_: Optional[List[str]] = SetOpt, config: Optional[Path] = ConfigOpt,
                 plugin: Optional[List[Path]] = PluginOpt, preset: Optional[str] = PresetOpt,
                 precision: Precision = PrecisionOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
-                checkpoint: Optional[Path] = CheckpointOpt) -> None:
+                checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
+                yolo_weights: Optional[str] = YoloWeightsOpt) -> None:
         if mode == "train" and checkpoint is not None:
             raise UserError("--checkpoint is for `bench eval` and `bench run`: training starts from the run's own state")
         results = _execute(mode, models, dataset, protocol, quick, device, seed, out, set_, config, plugin, preset,
-                           precision, workers, force, checkpoint)
+                           precision, workers, force, checkpoint, lpips_weights, yolo_weights)
         if mode != "train":
             from vpbench.reports.tables import load_results, render
 
@@ -136,6 +143,54 @@ for _mode in DOCS:
 
 
 @app.command()
+def profile(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Optional[str] = ProtocolOpt,
+            device: str = DeviceOpt, seed: int = SeedOpt, set_: Optional[List[str]] = SetOpt,
+            config: Optional[Path] = ConfigOpt, plugin: Optional[List[Path]] = PluginOpt,
+            preset: Optional[str] = PresetOpt, precision: Precision = PrecisionOpt,
+            repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs; the median is reported."),
+            warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs first."),
+            json_: bool = typer.Option(False, "--json", help="A JSON list with one object per predictor.")) -> None:
+    """Params, FLOPs, inference time and peak memory at batch 1, without training (weights are random)."""
+    from .profiling import profile_models, render_profiles
+
+    _load_plugins(plugin)
+    known = set(PREDICTORS.names())
+    overrides = load_config_file(config, known) if config is not None else Overrides()
+    overrides = overrides.merge(parse_set_options(set_ or [], known))
+    records = profile_models(_split_names(models), dataset, protocol, overrides, device=device, seed=seed,
+                             preset=preset, precision=precision.value, repeats=repeats, warmup=warmup)
+    print(render_profiles(records, as_json=json_))
+
+
+class WeightsAction(str, Enum):
+    show = "show"
+    fetch = "fetch"
+
+
+@app.command()
+def weights(action: WeightsAction = typer.Argument(WeightsAction.show, help="show (default) or fetch."),
+            only: Optional[List[str]] = typer.Option(None, "--only", help="lpips-alexnet, lpips-linear or yolo "
+                                                     "(repeatable); default: all."),
+            lpips_weights: Optional[Path] = LpipsWeightsOpt, yolo_weights: Optional[str] = YoloWeightsOpt,
+            mirror: Optional[str] = typer.Option(None, "--from", help="fetch: base URL to download from instead of "
+                                                 "the official one (e.g. file:///media/weights).")) -> None:
+    """Where each weight file (LPIPS backbone, YOLO) is looked for, whether it is there and valid; `fetch`
+    downloads the missing ones (on a machine with internet)."""
+    from .weights import ENTRIES, fetch, status_lines
+
+    keys = only or list(ENTRIES)
+    unknown = [k for k in keys if k not in ENTRIES]
+    if unknown:
+        raise UserError(f"unknown weight file {unknown[0]!r}; choose from {', '.join(ENTRIES)}")
+    if action is WeightsAction.fetch:
+        names = {"yolo": Path(yolo_weights).name} if yolo_weights else {}
+        print("\n".join(fetch(keys, names, mirror)))
+        return
+    given = {"lpips-alexnet": lpips_weights, "yolo": yolo_weights}
+    print("\n".join(status_lines(given, keys)).rstrip())
+
+
+@app.command()
 def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs directory to read."),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report here as well."),
            format: Format = typer.Option(Format.md, "--format")) -> None:
@@ -143,6 +198,11 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
     from vpbench.reports.tables import write_report
 
     print(write_report(runs, out, format.value))
+
+
+from vpbench.datasets._commands import app as _data_app  # noqa: E402  (typer only: `bench --help` stays fast)
+
+app.add_typer(_data_app, name="data")
 
 
 def main() -> None:

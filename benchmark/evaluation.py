@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -25,11 +26,15 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precision: str = "fp32",
-             batch_size: int = 16, workers: int = 0, progress: object | None = None) -> dict:
+             batch_size: int = 16, workers: int = 0, progress: object | None = None,
+             extra_metrics: Sequence = ()) -> dict:
     """Score `model` on every clip of `split`: the first `context` frames are given, the rest predicted.
 
     Predictions are clamped to [0, 1] before scoring (frames live there; the references clip too).
     Returns FrameMetrics' per-step and mean values plus the number of sequences and the forward time.
+    `extra_metrics` (LPIPS, detection: objects with `update(pred, target)` and `compute() -> dict`) see the
+    same clamped predictions in the same pass; their per-step and mean values join FrameMetrics', any other
+    key of theirs (e.g. "detection") is returned as it is.
     """
     was_training = model.training
     model.eval()
@@ -48,10 +53,16 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
             prediction = model(context, spec.future)
         _sync(device)
         forward_seconds += time.perf_counter() - tic
-        metrics.update(prediction.float().clamp(0, 1), target)
+        prediction = prediction.float().clamp(0, 1)
+        metrics.update(prediction, target)
+        for extra in extra_metrics:
+            extra.update(prediction, target)
         if progress is not None:
             progress.advance(clip.shape[0])
     model.train(was_training)
     result = metrics.compute()
+    for extra in extra_metrics:
+        for key, part in extra.compute().items():
+            result.setdefault(key, {}).update(part)
     result["forward_seconds"] = forward_seconds
     return result

@@ -14,10 +14,12 @@ from torch.utils.data import Subset
 
 from . import __version__
 from .config import Overrides, config_to_dict, identity_dict
+from .costs import measure_costs
 from .data import VideoDataset
 from .errors import UserError
 from .evaluation import evaluate
-from .predictor import Predictor, count_parameters, resolve_config
+from .perceptual import PerceptualMetrics
+from .predictor import Predictor, resolve_config
 from .progress import console
 from .registry import DATASETS, PREDICTORS
 from .store import RESULT_SCHEMA, RunDir
@@ -39,6 +41,8 @@ class RunSettings:
     preset: str | None = None
     checkpoint: Path | None = None
     progress: bool = True
+    lpips_weights: Path | None = None  # None: VPBENCH_LPIPS_WEIGHTS, else torchvision's cache under TORCH_HOME
+    yolo_weights: str | None = None  # a file or an Ultralytics weights name; None: VPBENCH_YOLO_WEIGHTS, yolov5su.pt
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,11 +103,13 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
     if settings.checkpoint is not None and not settings.checkpoint.is_file():
         raise UserError(f"checkpoint file not found: {settings.checkpoint}")
     device = resolve_device(settings.device)
-    return [_run_one(cls, dataset, overrides, settings, device, mode) for cls in classes]
+    # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
+    perceptual = None if mode == "train" else PerceptualMetrics(settings.lpips_weights, settings.yolo_weights)
+    return [_run_one(cls, dataset, overrides, settings, device, mode, perceptual) for cls in classes]
 
 
 def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, settings: RunSettings,
-             device: torch.device, mode: Mode) -> dict:
+             device: torch.device, mode: Mode, perceptual: PerceptualMetrics | None = None) -> dict:
     name = cls.registry_name
     resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
                               preset=settings.preset if settings.preset in cls.presets else None,
@@ -145,12 +151,13 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
 
     test = dataset.split("test")
     scored = Subset(test, range(min(QUICK_TEST_SEQUENCES, len(test)))) if settings.quick else test
+    extra = (perceptual or PerceptualMetrics()).build(dataset.spec, device)
     tic = time.perf_counter()
     scores = evaluate(model, scored, device=device, precision=settings.precision,
-                      batch_size=model.config.eval_batch_size, workers=settings.workers)
+                      batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics)
     eval_seconds = time.perf_counter() - tic
-    params, trainable_params = count_parameters(model)
     device_name = describe_device(device)
+    costs = measure_costs(model, test[0], device, device_name, precision=settings.precision)
     result = {
         "schema": RESULT_SCHEMA, "run_id": run.id, **identity,
         "config": config_to_dict(model.config),
@@ -160,18 +167,15 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
         "eval": {
             "split": "test", "sequences": scores["sequences"], "split_size": len(test),
             "whole_split": scores["sequences"] == len(test), "checkpoint": checkpoint_used,
-            "per_step": scores["per_step"], "mean": scores["mean"], "not_measured": {},
-            "wall_seconds": round(eval_seconds, 3),
+            "per_step": scores["per_step"], "mean": scores["mean"], "not_measured": extra.not_measured,
+            "weights": extra.weights, **({"detection": scores["detection"]} if "detection" in scores else {}),
+            "wall_seconds": round(eval_seconds, 3), "forward_seconds": round(scores["forward_seconds"], 3),
         },
-        "costs": {
-            "params": params, "trainable_params": trainable_params,
-            "ms_per_sequence": 1000 * scores["forward_seconds"] / max(1, scores["sequences"]),
-            "timing": f"forward wall time per sequence during evaluation, batch {model.config.eval_batch_size}",
-            "device": device_name,
-        },
+        "costs": costs,
     }
     run.write_result(result)
     mean = scores["mean"]
-    console.print(f"{name}: PSNR {mean['psnr']:.2f}  SSIM {mean['ssim']:.4f}  MSE {mean['mse']:.3e} "
+    lpips = f"  LPIPS {mean['lpips']:.4f}" if "lpips" in mean else ""
+    console.print(f"{name}: PSNR {mean['psnr']:.2f}  SSIM {mean['ssim']:.4f}  MSE {mean['mse']:.3e}{lpips} "
                   f"over {scores['sequences']} test sequences -> {run.result_path}")
     return result

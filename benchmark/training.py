@@ -35,8 +35,18 @@ class TrainingDiverged(UserError):
 def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if cfg.optimizer in kinds:
-        return kinds[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # A predictor config may set `adam_beta1` (HKO-7's encoder-forecasters train with 0.5).
+        betas = (getattr(cfg, "adam_beta1", 0.9), 0.999)
+        return kinds[cfg.optimizer](params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def delayed_decays(done: int, start: int, every: int) -> int:
+    """Decays made by `done` iterations when one follows each iteration j >= start with j % every == 0
+    (the STIPHR / STRPM reference schedule)."""
+    if done <= start:
+        return 0
+    return (done - 1) // every - (start - 1) // every
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -44,6 +54,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_iterations)
     if cfg.lr_schedule == "exponential":
+        # A predictor config may delay the decay with `lr_decay_start` (STIP and STRPM decay only once
+        # scheduled sampling has ended).
+        start = getattr(cfg, "lr_decay_start", 0)
+        if start > 0:
+            return torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda done: cfg.lr_gamma ** delayed_decays(done, start, cfg.lr_step_every))
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_every, gamma=cfg.lr_gamma)
     if cfg.lr_schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.max_iterations)
@@ -87,8 +103,10 @@ class TrainContext:
         if self.schedulers[name] is not None:
             self.schedulers[name].step()
 
-    def lr(self, name: str = "model") -> float:
-        return self.optimizers[name].param_groups[0]["lr"]
+    def lr(self, name: str | None = None) -> float:
+        """Learning rate of optimizer `name`, by default the first (GANs name theirs "generator", ...)."""
+        optimizer = self.optimizers[name] if name is not None else next(iter(self.optimizers.values()))
+        return optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
         return {
@@ -208,9 +226,10 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
 
 
 def load_weights(model: Predictor, path: Any, device: torch.device) -> dict:
-    """Load a vpbench checkpoint's (or a bare state dict's) weights strictly."""
+    """Load a vpbench checkpoint's (or a bare state dict's, or what the predictor's `adapt_checkpoint`
+    maps, e.g. a reference implementation's published file) weights strictly."""
     state = load_checkpoint(path, device)
-    weights = state.get("model", state) if isinstance(state, dict) else state
+    weights = model.adapt_checkpoint(state)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:

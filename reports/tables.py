@@ -31,7 +31,7 @@ BASE_COLUMNS = [
     "train_iterations", "best_iteration", "best_val_mse", "train_seconds", "eval_seconds",
 ]
 # Nested values kept as dicts (json) or JSON strings (csv) so plots can use the per-step curves.
-DICT_COLUMNS = ["per_step", "not_measured", "config", "dataset_config", "versions"]
+DICT_COLUMNS = ["per_step", "not_measured", "config", "dataset_config", "versions", "weight_notes"]
 _METRIC_COLUMN = re.compile(r"^(?P<metric>.+)_(?P<stat>first|last|mean)$")
 
 
@@ -73,10 +73,19 @@ KNOWN: dict[str, tuple[str, str | None, Callable[[float], str], tuple[str, ...] 
     "ms_per_sequence": ("ms/seq", "min", _ms, None),
     "mae": ("MAE", "min", _sig4, ("mean",)),
     "lpips": ("LPIPS", "min", _fixed(4), STATS),
+    # Detection on predicted frames (conf, detections >= 0.8 per frame, agreement with the ground-truth frames'
+    # detections) and on ground-truth frames: a reference equal for every predictor, so never bolded.
+    "det_conf": ("det conf", "max", _fixed(3), ("mean",)),
+    "det_high": ("det≥0.8/frame", "max", _fixed(2), ("mean",)),
+    "det_precision": ("det P", "max", _fixed(3), ("mean",)),
+    "det_recall": ("det R", "max", _fixed(3), ("mean",)),
+    "det_conf_gt": ("det conf GT", None, _fixed(3), ("mean",)),
+    "det_high_gt": ("det≥0.8/frame GT", None, _fixed(2), ("mean",)),
+    "detection": ("detection", None, _sig4, ("mean",)),  # only ever not measured: one cell for all det_* figures
     "flops": ("FLOPs", "min", _human, None),
     "peak_memory_bytes": ("peak mem", "min", _bytes, None),
 }
-HIDDEN_IN_MD = {"trainable_params"}  # equal to params for every current predictor; kept in csv/json
+HIDDEN_IN_MD = {"trainable_params", "fps"}  # params for every current predictor; ms/seq; kept in csv/json
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -167,8 +176,13 @@ def _parse(path: Path) -> dict[str, Any]:
         if key in row or key in DICT_COLUMNS or _METRIC_COLUMN.match(key):
             raise _Bad(f"costs.{key} clashes with a column name")
         row[key] = value if isinstance(value, str) else _number(value, f"costs.{key}")
+    weights = record["eval"].get("weights") or {}
+    # Weights that failed their check but were named by the user: their numbers are marked on the row.
+    weight_notes = sorted(f"{key} weights vouched for by the user, not verified: {w.get('file')} "
+                          f"(sha256 {str(w.get('sha256'))[:12]}…): {w.get('check')}"
+                          for key, w in weights.items() if isinstance(w, dict) and not w.get("verified", True))
     row.update(per_step=steps, not_measured={str(k): str(v) for k, v in not_measured.items()},
-               config=record.get("config") or {}, dataset_config=record.get("dataset_config") or {},
+               weight_notes=weight_notes, config=record.get("config") or {}, dataset_config=record.get("dataset_config") or {},
                versions=record.get("versions") or {}, path=str(path))
     return row
 
@@ -243,7 +257,7 @@ def _plain(value: Any) -> Any:
 
 # Columns of an aggregated row that describe it rather than hold a metric or cost.
 _AGGREGATE_ONLY = {"predictor", "quick", "split", "sequences", "split_size", "whole_split",
-                   "seeds", "run_ids", "not_measured", "devices"}
+                   "seeds", "run_ids", "not_measured", "devices", "weight_notes", "memory_kinds"}
 
 
 @dataclass(frozen=True)
@@ -302,6 +316,8 @@ def _aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             "run_ids": sorted(group["run_id"]),
             "not_measured": {k: v for d in group["not_measured"] for k, v in d.items()},
             "devices": sorted(set(group["device"].dropna())) if "device" in group else [],
+            "weight_notes": sorted({n for notes in group["weight_notes"] for n in notes}),
+            "memory_kinds": sorted(set(group["peak_memory_kind"].dropna())) if "peak_memory_kind" in group else [],
         })
     return pd.DataFrame(rows)
 
@@ -331,6 +347,8 @@ def _table(runs: pd.DataFrame) -> list[str]:
     rows = _aggregate(runs)
     cols = _columns(runs, rows)
     devices = sorted({d for ds in rows["devices"] for d in ds})
+    memory_kinds = sorted({k for ks in rows["memory_kinds"] for k in ks})
+    process_memory = any("RSS" in k for k in memory_kinds)  # the interpreter's own memory dominates it
     notes = _Notes()
     # Row labels first, so the honesty marks († and partial splits) get the first footnotes.
     predictors = rows["predictor"].value_counts()
@@ -345,11 +363,14 @@ def _table(runs: pd.DataFrame) -> list[str]:
             label += notes.mark(f"evaluated on the {row['split']} split, not test")
         if not row["whole_split"]:
             label += notes.mark(f"scored {row['sequences']} of {row['split_size']} {row['split']} sequences")
+        for note in row["weight_notes"]:
+            label += notes.mark(note)
         labels.append(label)
     cells = pd.DataFrame({c.header: [_cell_text(v, c.fmt) for v in rows[c.source]] for c in cols}, dtype=object)
     for c in cols:
         measured = rows["not_measured"].map(lambda d: c.metric not in d)
         better = None if c.source == "ms_per_sequence" and len(devices) > 1 else c.better  # not comparable
+        better = None if c.source == "peak_memory_bytes" and process_memory else better
         values = rows.loc[measured, c.source].dropna()
         if better and len(values) > 1:  # bold among at least two; compare as printed so ties all bold
             best = _cell_text(values.max() if better == "max" else values.min(), c.fmt)
@@ -371,6 +392,8 @@ def _table(runs: pd.DataFrame) -> list[str]:
     if any(c.source == "ms_per_sequence" for c in cols) and devices:
         lines.append(f"ms/seq measured on {devices[0]}." if len(devices) == 1 else
                      f"ms/seq measured on different devices ({'; '.join(devices)}): not comparable, not bolded.")
+    if any(c.source == "peak_memory_bytes" for c in cols) and memory_kinds:
+        lines.append(f"peak mem: {'; '.join(memory_kinds)}" + (": not bolded." if process_memory else "."))
     return [*lines, ""]
 
 

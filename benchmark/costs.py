@@ -1,0 +1,237 @@
+"""What a predictor costs: parameters, FLOPs, inference time and peak memory, for one test sequence at batch 1.
+
+FLOPs follow the papers' convention (fvcore: one multiply-add counts once) over the whole rollout, context
+in and `future` frames out, and are cross-checked against torch.utils.flop_counter, which counts a
+multiply-add as two. The two disagree by design only on operators fvcore counts and torch's counter has no
+formula for (normalisations, interpolation, pooling): `FlopCount` separates those, so a disagreement on
+anything else is a bug in one of the counts. Element-wise operations (activations, gate products) are
+counted by neither, as in every published table.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .evaluation import autocast
+from .predictor import Predictor, count_parameters
+
+# Operators fvcore counts and torch.utils.flop_counter does not, with the reason; their FLOPs are excluded
+# when the two counts are compared.
+FVCORE_ONLY: dict[str, str] = {
+    **dict.fromkeys(["batch_norm", "group_norm", "layer_norm", "instance_norm"],
+                    "fvcore counts normalisation (about 5 FLOPs per element); torch's counter has no formula for it"),
+    **dict.fromkeys(["upsample_nearest2d", "upsample_bilinear2d"],
+                    "fvcore counts interpolation per output element; torch's counter does not"),
+    "adaptive_avg_pool2d": "fvcore counts adaptive average pooling; torch's counter does not",
+    "grid_sampler": "fvcore counts grid sampling; torch's counter does not",
+}
+
+
+def _sdpa_flops(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore has no handle for scaled_dot_product_attention: Q K^T and A V, as torch's counter counts them."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = 1
+    for d in q[:-2]:
+        batch *= d
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+EXTRA_HANDLES: dict[str, Callable] = {"aten::scaled_dot_product_attention": _sdpa_flops}
+
+
+class _Rollout(nn.Module):
+    """forward(context) -> the predictor's rollout of `future` frames, plus a sum of every leaf module's output.
+
+    torch.jit's trace, which fvcore counts, drops computations whose results are discarded, such as a
+    recurrent model's outputs at context steps. Eager inference runs them, and the papers' counts include
+    them (the reference models return all T-1 frames), so each module output is kept alive through the sum.
+    """
+
+    def __init__(self, model: Predictor, future: int) -> None:
+        super().__init__()
+        self.model, self.future = model, future
+
+    def forward(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        kept: list[Tensor] = []
+
+        def keep(module: nn.Module, inputs: Any, output: Any) -> None:
+            outputs = output if isinstance(output, (tuple, list)) else (output,)
+            kept.extend(o.sum() for o in outputs if isinstance(o, Tensor))
+
+        leaves = [m for m in self.model.modules() if next(m.children(), None) is None]
+        hooks = [m.register_forward_hook(keep) for m in leaves]
+        try:
+            prediction = self.model(context, self.future)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return prediction, torch.stack(kept).sum() if kept else prediction.sum()
+
+
+@dataclass
+class FlopCount:
+    fvcore: int  # the reported figure: one multiply-add = 1
+    fvcore_by_operator: dict[str, int]
+    torch: int  # torch.utils.flop_counter's count, halved to the same convention
+    torch_by_operator: dict[str, int]
+    uncounted: dict[str, int]  # operators neither counts (element-wise), with how often they ran
+
+    @property
+    def fvcore_only(self) -> dict[str, int]:
+        return {op: n for op, n in self.fvcore_by_operator.items() if op in FVCORE_ONLY and n}
+
+    @property
+    def comparable(self) -> int:
+        """fvcore's count without the operators torch's counter does not count."""
+        return self.fvcore - sum(self.fvcore_only.values())
+
+    @property
+    def relative_difference(self) -> float:
+        scale = max(self.comparable, self.torch)
+        return 0.0 if scale == 0 else abs(self.comparable - self.torch) / scale
+
+    def describe(self) -> str:
+        text = (f"fvcore {self.fvcore:,}; torch.utils.flop_counter {self.torch:,} (halved); "
+                f"difference {100 * self.relative_difference:.3f}%")
+        for op, n in self.fvcore_only.items():
+            text += f"; {op} {n:,} left out of the comparison: {FVCORE_ONLY[op]}"
+        return text
+
+
+def count_flops(model: Predictor, context: Tensor, future: int) -> FlopCount:
+    """FLOPs of predicting `future` frames from `context` [1, Tc, C, H, W] (batch 1), both ways."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        rollout = _Rollout(model, future)
+        with warnings.catch_warnings(), torch.no_grad():
+            # torch.jit's deprecation notice at fvcore's import, and tracer warnings about Python control flow
+            # (the rollout's length is fixed, so the trace is the computation).
+            warnings.simplefilter("ignore")
+            from fvcore.nn import FlopCountAnalysis
+
+            analysis = FlopCountAnalysis(rollout, (context,)).set_op_handle(**EXTRA_HANDLES)
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            by_op = {op: int(n) for op, n in analysis.by_operator().items()}
+            uncounted = {op: int(n) for op, n in analysis.unsupported_ops().items()}
+        # A second pass: under torch's dispatch-mode counter the tracer would not see the operations.
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(context, future)
+        torch_by_op = {str(op): int(n) // 2 for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    finally:
+        model.train(was_training)
+    return FlopCount(sum(by_op.values()), by_op, counter.get_total_flops() // 2, torch_by_op, uncounted)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cpu_peak_rss() -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def _reset_cpu_peak() -> bool:
+    """Linux resets a process's peak RSS when 5 is written to its clear_refs."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict]:
+    """Yields a dict filled on exit with `peak_memory_bytes` and `peak_memory_kind` (what was measured)."""
+    out: dict[str, Any] = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        yield out
+        _sync(device)
+        out.update(peak_memory_bytes=torch.cuda.max_memory_allocated(device),
+                   peak_memory_kind="CUDA caching allocator peak (max_memory_allocated), weights included")
+        return
+    reset = _reset_cpu_peak()
+    yield out
+    out.update(peak_memory_bytes=_cpu_peak_rss(),
+               peak_memory_kind=("process peak RSS during the timed runs (VmHWM reset before them), "
+                                 "the Python process and libraries included" if reset else
+                                 "process peak RSS since the process started"))
+
+
+def time_inference(model: Predictor, context: Tensor, future: int, device: torch.device, *, warmup: int = 2,
+                   repeats: int = 10, precision: str = "fp32", budget_seconds: float = 60.0) -> list[float]:
+    """Milliseconds per rollout of one sequence (batch 1) in eval mode without gradients, after `warmup`
+    runs: CUDA events around each run on GPU, perf_counter after synchronisation elsewhere. Stops early
+    once `budget_seconds` are spent, after at least 3 runs."""
+    was_training = model.training
+    model.eval()
+    times: list[float] = []
+    try:
+        with torch.no_grad(), autocast(device, precision):
+            for _ in range(warmup):
+                model(context, future)
+            started = time.perf_counter()
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    begin.record()
+                    model(context, future)
+                    end.record()
+                    end.synchronize()
+                    times.append(begin.elapsed_time(end))
+                else:
+                    _sync(device)
+                    tic = time.perf_counter()
+                    model(context, future)
+                    _sync(device)
+                    times.append(1000 * (time.perf_counter() - tic))
+                if len(times) >= 3 and time.perf_counter() - started > budget_seconds:
+                    break
+    finally:
+        model.train(was_training)
+    return times
+
+
+def measure_costs(model: Predictor, clip: Tensor, device: torch.device, device_name: str, *, warmup: int = 2,
+                  repeats: int = 10, precision: str = "fp32") -> dict[str, Any]:
+    """Params, FLOPs, time and peak memory of `model` on one clip [T, C, H, W] (context + future frames)."""
+    spec = model.spec
+    context = clip[None, : spec.context].to(device)
+    params, trainable = count_parameters(model)
+    costs: dict[str, Any] = {"params": params, "trainable_params": trainable}
+    try:
+        flops = count_flops(model, context, spec.future)
+        costs.update(flops=flops.fvcore, flops_check=flops.describe())
+    except Exception as exc:  # a model torch.jit cannot trace: say so instead of failing the run
+        costs.update(flops=None, flops_check=f"not measured: fvcore could not trace the model "
+                                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+    with peak_memory(device) as memory:
+        times = time_inference(model, context, spec.future, device, warmup=warmup, repeats=repeats,
+                               precision=precision)
+    ms = statistics.median(times)
+    costs.update(ms_per_sequence=ms, fps=1000 * spec.future / ms if ms > 0 else None, **memory,
+                 timing=(f"batch 1, one test sequence ({spec.context} frames in, {spec.future} out), eval mode, "
+                         f"no grad, {precision}, median of {len(times)} runs after {warmup} warm-up; "
+                         + ("CUDA events" if device.type == "cuda" else "perf_counter wall time")),
+                 device=device_name)
+    return costs

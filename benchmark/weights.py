@@ -1,0 +1,238 @@
+"""Where the weight files of the perceptual metrics are looked for, how they are checked, how they are fetched.
+
+Nothing is downloaded unless the user runs `bench weights fetch`. A metric whose weights are missing or fail
+their check is not measured (the result says why and where the file goes), never computed from something else.
+A file the user names explicitly (a flag or an environment variable) is used even if its check fails: the
+result then records its sha256 and the failed check, and the report marks the numbers as user-vouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+
+from .errors import UserError
+
+Source = Literal["explicit", "default location"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """Outcome of checking a weight file: `verified` if it is the file the metric is defined with."""
+
+    verified: bool
+    text: str
+    usable: bool = True  # False: cannot be loaded at all, even if the user vouches for it
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    key: str
+    used_for: str
+    filename: str
+    url: str
+    flag: str  # the CLI option that names a file explicitly
+    env: str  # the environment variable that does the same
+    checker: Callable[[Path, str], Check]  # (path, sha256) -> Check
+    locations: Callable[[], list[Path]]  # directories searched, in order; files are fetched into the first
+    fetch_hash_prefix: str | None = None  # torch.hub checks a download against it and deletes a file that fails
+
+    def url_for(self, filename: str, mirror: str | None = None) -> str:
+        base = mirror.rstrip("/") if mirror else self.url.rsplit("/", 1)[0]
+        return f"{base}/{filename}"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Which file a metric uses, and if none, why not."""
+
+    entry: WeightFile
+    filename: str
+    path: Path | None = None
+    source: Source | None = None
+    sha256: str | None = None
+    check: Check | None = None
+    problem: str | None = None  # set: the metric is not measured, for this reason
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+    def record(self) -> dict:
+        """What result.json keeps about the file used."""
+        assert self.path is not None and self.check is not None and self.sha256 is not None
+        return {"file": str(self.path), "sha256": self.sha256, "source": self.source,
+                "verified": self.check.verified, "check": self.check.text}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_prefix_check(prefix: str, release: str) -> Callable[[Path, str], Check]:
+    """torch.hub's convention: the file name carries the first hex digits of the file's sha256."""
+
+    def check(path: Path, sha256: str) -> Check:
+        if sha256.startswith(prefix):
+            return Check(True, f"sha256 starts with {prefix}, as {release}")
+        return Check(False, f"checksum mismatch: sha256 {sha256[:16]}..., {release} has a sha256 starting {prefix}")
+
+    return check
+
+
+def sha256_check(expected: str, release: str) -> Callable[[Path, str], Check]:
+    def check(path: Path, sha256: str) -> Check:
+        if sha256 == expected:
+            return Check(True, f"sha256 equals {release}'s")
+        return Check(False, f"checksum mismatch: sha256 {sha256[:16]}..., {release} has {expected[:16]}...")
+
+    return check
+
+
+def _torch_hub_checkpoints() -> list[Path]:
+    # torch.hub.get_dir() honours TORCH_HOME and XDG_CACHE_HOME, as torchvision's own loader does.
+    return [Path(torch.hub.get_dir()) / "checkpoints"]
+
+
+def _lpips_package_weights() -> list[Path]:
+    # Located without importing lpips, which imports torchvision's model zoo (seconds).
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the lpips package is not installed: pip install lpips")
+    return [Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1"]
+
+
+def _yolo_locations() -> list[Path]:
+    from .detection import ultralytics_settings
+
+    # Where Ultralytics itself finds a bare file name (its weights_dir and the working directory); fetched
+    # files go to weights_dir, so that `YOLO("yolov5su.pt")` finds them too.
+    return [Path(ultralytics_settings()["weights_dir"]), Path.cwd()]
+
+
+def _yolo_check(path: Path, sha256: str) -> Check:
+    from .detection import check_checkpoint
+
+    return check_checkpoint(path)
+
+
+_ALEXNET_PREFIX = "7be5be79"
+ALEXNET = WeightFile(
+    key="lpips-alexnet", used_for="LPIPS backbone (torchvision AlexNet, ImageNet)",
+    filename="alexnet-owt-7be5be79.pth", url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    flag="--lpips-weights", env="VPBENCH_LPIPS_WEIGHTS",
+    checker=sha256_prefix_check(_ALEXNET_PREFIX, "torchvision's alexnet-owt-7be5be79.pth"),
+    locations=_torch_hub_checkpoints, fetch_hash_prefix=_ALEXNET_PREFIX)
+LPIPS_LINEAR = WeightFile(
+    key="lpips-linear", used_for="LPIPS linear layers (v0.1, alex; shipped inside the lpips package)",
+    filename="alex.pth", url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
+    flag="", env="",
+    checker=sha256_check("df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0", "lpips 0.1.4"),
+    locations=_lpips_package_weights)
+YOLO = WeightFile(
+    key="yolo", used_for="detection confidence (Ultralytics YOLO, COCO)",
+    filename="yolov5su.pt", url="https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov5su.pt",
+    flag="--yolo-weights", env="VPBENCH_YOLO_WEIGHTS", checker=_yolo_check, locations=_yolo_locations)
+ENTRIES: dict[str, WeightFile] = {e.key: e for e in (ALEXNET, LPIPS_LINEAR, YOLO)}
+
+
+def _explicit(entry: WeightFile, given: str | Path | None) -> tuple[str | None, str]:
+    """The file the user named (flag first, then environment), and how they named it."""
+    if given is not None:
+        return str(given), entry.flag
+    if entry.env and os.environ.get(entry.env):
+        return os.environ[entry.env], entry.env
+    return None, ""
+
+
+def resolve(entry: WeightFile, given: str | Path | None = None) -> Resolution:
+    """Find and check the file for `entry`. A file named explicitly that does not exist, or cannot be used at
+    all, is a UserError (the user asked for it); a missing or failing default file is a `problem`."""
+    named, how = _explicit(entry, given)
+    if named is not None:
+        path = Path(named).expanduser()
+        if not path.is_file() and path.name == named:  # a bare name, e.g. yolov8n.pt: look where it would be
+            path = next((d / named for d in entry.locations() if (d / named).is_file()), path)
+        if not path.is_file():
+            raise UserError(f"{how} {named}: file not found")
+        sha256 = sha256_of(path)
+        check = entry.checker(path, sha256)
+        if not check.usable:
+            raise UserError(f"{how} {path}: {check.text}")
+        return Resolution(entry, path.name, path, "explicit", sha256, check)
+
+    searched = entry.locations()
+    path = next((d / entry.filename for d in searched if (d / entry.filename).is_file()), None)
+    if path is None:
+        where = " or ".join(str(d) for d in searched)
+        hint = f", or pass {entry.flag} FILE" if entry.flag else ""
+        return Resolution(entry, entry.filename, problem=(
+            f"weights missing: put {entry.filename} in {where}{hint}; "
+            f"`bench weights fetch` downloads it on a machine with internet"))
+    sha256 = sha256_of(path)
+    check = entry.checker(path, sha256)
+    resolution = Resolution(entry, entry.filename, path, "default location", sha256, check)
+    if check.verified:
+        return resolution
+    vouch = f"; pass {entry.flag} {path} (or set {entry.env}) to use it anyway" if entry.flag and check.usable else ""
+    return Resolution(entry, entry.filename, path, "default location", sha256, check,
+                      problem=f"{path}: {check.text}{vouch}")
+
+
+def status_lines(given: dict[str, str | Path | None] | None = None, keys: list[str] | None = None) -> list[str]:
+    """`bench weights`: for each file, where it is looked for, whether it is there and valid, how to fetch it."""
+    lines = []
+    for entry in (ENTRIES[k] for k in keys or ENTRIES):
+        named = (given or {}).get(entry.key)
+        # A bare name (yolov8n.pt) is looked for where the default is; a path is just that file.
+        filename = str(named) if named is not None and Path(named).name == str(named) else entry.filename
+        lines += [f"{entry.key}: {entry.used_for}",
+                  f"  looks in:  {', '.join(str(d / filename) for d in entry.locations())}"
+                  + (f" (or {entry.flag} FILE / {entry.env}=FILE)" if entry.flag else "")]
+        try:
+            res = resolve(entry, named)
+        except UserError as exc:
+            state = f"error: {exc}"
+        else:
+            if not res.usable:
+                state = f"not usable: {res.problem}"
+            else:
+                state = f"{'ok' if res.check.verified else 'used (vouched for)'}: {res.path} ({res.check.text})"
+        lines += [f"  status:    {state}",
+                  f"  fetch:     {entry.url_for(filename)}" if entry.flag else
+                  "  fetch:     ships with the lpips package (pip install --force-reinstall lpips)", ""]
+    return lines
+
+
+def fetch(keys: list[str], names: dict[str, str] | None = None, mirror: str | None = None) -> list[str]:
+    """Download weight files into their entry's first location, from the official URL or `mirror` (a base URL,
+    e.g. file:///media/usb/weights, for machines that only see an internal copy). Returns one line per file."""
+    lines = []
+    for key in keys:
+        entry = ENTRIES[key]
+        if not entry.flag:
+            lines.append(f"{key}: ships with the lpips package; nothing to fetch")
+            continue
+        filename = (names or {}).get(key) or entry.filename
+        target = entry.locations()[0] / filename
+        if target.is_file():
+            lines.append(f"{key}: {target} is already there")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        url = entry.url_for(filename, mirror)
+        try:
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=entry.fetch_hash_prefix, progress=False)
+        except Exception as exc:  # network errors and the hash check alike: say which file and why
+            raise UserError(f"{key}: fetching {url} failed: {exc}") from None
+        check = entry.checker(target, sha256_of(target))
+        lines.append(f"{key}: {url} -> {target} ({check.text})")
+    return lines

@@ -1,0 +1,112 @@
+"""Costs: FLOPs counted two ways that must agree, pinned against a hand count; timing and memory records;
+`bench profile`."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from typer.testing import CliRunner
+
+from vpbench.cli import app
+from vpbench.cpu import set_threads
+from vpbench.costs import FVCORE_ONLY, count_flops, measure_costs
+from vpbench.predictor import Predictor, resolve_config
+from vpbench.registry import DATASETS, PREDICTORS
+from vpbench.spec import VideoSpec
+
+set_threads()  # VPBENCH_THREADS, as `bench` itself honours it
+
+# moving-digits frames with a short rollout: every predictor at its moving-digits preset, counted in seconds.
+SPEC = VideoSpec(channels=1, height=64, width=64, context=4, future=2)
+
+
+def _context(spec: VideoSpec) -> torch.Tensor:
+    return torch.rand(1, spec.context, spec.channels, spec.height, spec.width, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", PREDICTORS.names())
+def test_fvcore_and_torch_flop_counts_agree_for_every_registered_predictor(name):
+    cls = PREDICTORS.get(name)
+    torch.manual_seed(0)
+    model = cls(SPEC, resolve_config(cls, ("moving-digits",)).config)
+    flops = count_flops(model, _context(SPEC), SPEC.future)
+    # Operators only fvcore counts are the one expected difference, and each has its reason.
+    assert set(flops.fvcore_only) <= set(FVCORE_ONLY)
+    assert flops.relative_difference <= 0.01, (
+        f"{name}: {flops.describe()}\nfvcore by operator: {flops.fvcore_by_operator}\n"
+        f"torch by operator (halved): {flops.torch_by_operator}")
+    if name != "copy-last":
+        assert flops.fvcore > 0
+
+
+def test_convlstm_mmnist_flops_and_params_match_a_hand_count():
+    cls = PREDICTORS.get("convlstm")
+    spec = DATASETS.get("moving-digits").create(test_size=1).spec  # 64x64x1, 10 -> 10
+    model = cls(spec, resolve_config(cls, (), preset="mmnist").config)
+    # mmnist: patch 4 -> 16 channels on a 16x16 grid, 4 layers x 128 hidden, 5x5 filters, 1x1 head, no bias.
+    grid, k, hidden, patch_ch = 16 * 16, 5 * 5, 128, 16
+    conv_x0 = patch_ch * 4 * hidden * k * grid
+    conv_h = hidden * 4 * hidden * k * grid  # every layer's h-conv and layers 1-3's x-conv
+    head = hidden * patch_ch * grid
+    per_step = conv_x0 + 7 * conv_h + head
+    steps = spec.context + spec.future - 1  # 19: each step predicts the next frame, context outputs included
+    flops = count_flops(model, _context(spec), spec.future)
+    assert flops.fvcore == flops.torch == steps * per_step == 56_790_351_872  # OpenSTL's table: 56.8G
+    params = patch_ch * 4 * hidden * k + 7 * hidden * 4 * hidden * k + hidden * patch_ch
+    assert sum(p.numel() for p in model.parameters()) == params == 11_675_648
+
+
+class _Toy(Predictor):
+    """Not registered: an attention layer and a LayerNorm, which the two counters treat differently."""
+
+    def __init__(self, spec: VideoSpec, norm: bool) -> None:
+        super().__init__(spec, None)
+        self.proj = nn.Linear(spec.width, 3 * spec.width)
+        self.norm = nn.LayerNorm(spec.width) if norm else nn.Identity()
+
+    def forward(self, context, future):
+        rows = context[:, -1].flatten(1, 2)  # [B, C*H, W]: a token per image row
+        q, k, v = self.proj(self.norm(rows)).chunk(3, dim=-1)
+        out = F.scaled_dot_product_attention(q, k, v).view_as(context[:, -1])
+        return out[:, None].expand(-1, future, -1, -1, -1)
+
+
+def test_attention_is_counted_like_torch_and_layer_norm_is_the_named_difference():
+    spec = VideoSpec(1, 16, 16, 2, 2)
+    plain = count_flops(_Toy(spec, norm=False), _context(spec), spec.future)
+    linear, attention = 16 * 16 * 48, 16 * 16 * (16 + 16)  # tokens x in x out; QK^T and AV
+    assert plain.fvcore == plain.torch == linear + attention
+
+    normed = count_flops(_Toy(spec, norm=True), _context(spec), spec.future)
+    assert normed.torch == plain.torch and normed.fvcore > normed.torch
+    assert list(normed.fvcore_only) == ["layer_norm"] and normed.comparable == normed.torch
+    assert "normalisation" in normed.describe()
+
+
+def test_measured_costs_are_consistent():
+    cls = PREDICTORS.get("convlstm")
+    model = cls(SPEC, resolve_config(cls, ("moving-digits",)).config)
+    frozen = list(model.parameters())[-1].requires_grad_(False)
+    clip = torch.rand(SPEC.length, 1, 64, 64)
+    costs = measure_costs(model, clip, torch.device("cpu"), "cpu (test)", warmup=1, repeats=3)
+    assert costs["params"] - costs["trainable_params"] == frozen.numel() > 0
+    assert costs["flops"] == count_flops(model, clip[None, :SPEC.context], SPEC.future).fvcore
+    assert costs["ms_per_sequence"] > 0 and costs["fps"] == pytest.approx(1000 * SPEC.future / costs["ms_per_sequence"])
+    assert costs["peak_memory_bytes"] > 0 and "RSS" in costs["peak_memory_kind"]
+    assert "median of 3" in costs["timing"] and costs["device"] == "cpu (test)"
+    assert model.training  # measuring leaves the model as it was
+
+
+def test_bench_profile_prints_one_json_object_per_predictor(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proc = CliRunner().invoke(app, ["profile", "--models", "convlstm,copy-last", "--dataset", "moving-digits",
+                                    "--json", "--repeats", "2", "--warmup", "1"])
+    assert proc.exit_code == 0, proc.output
+    records = json.loads(proc.stdout)
+    assert [r["predictor"] for r in records] == ["convlstm", "copy-last"]
+    for r in records:
+        assert {"predictor", "dataset", "params", "flops", "ms_per_sequence", "peak_memory_bytes", "device"} <= set(r)
+        assert r["dataset"] == "moving-digits" and r["ms_per_sequence"] > 0
+    assert records[1]["params"] == records[1]["flops"] == 0 and records[0]["flops"] > 0
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
