@@ -1,6 +1,7 @@
 """Orchestrates `bench run / train / eval`: resolve names and configs, then train, evaluate and store."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import platform
@@ -173,6 +174,9 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
         },
         "costs": costs,
     }
+    problems = dataset.problems()  # files a split lost (corrupt, truncated): counted, never silently dropped
+    result["data"] = {"left_out": {split: sum(p.split == split for p in problems) for split in ("train", "val", "test")},
+                      "problems": [dataclasses.asdict(p) for p in problems]}
     run.write_result(result)
     mean = scores["mean"]
     lpips = f"  LPIPS {mean['lpips']:.4f}" if "lpips" in mean else ""
