@@ -6,7 +6,7 @@ from conftest import run_bench
 
 def test_quick_run_then_report_convlstm_beats_copy_last(tmp_path):
     run_bench("run", "--models", "convlstm,copy-last", "--dataset", "moving-digits", "--quick", "--out", "R",
-              cwd=tmp_path, timeout=900)
+              cwd=tmp_path, timeout=1800)
     report = run_bench("report", "--runs", "R", "--out", "report.md", cwd=tmp_path).stdout
     rows = [line for line in report.splitlines() if line.startswith("| convlstm") or line.startswith("| copy-last")]
     assert len(rows) == 2, report
