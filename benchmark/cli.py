@@ -65,11 +65,9 @@ def list_cmd(what: ListWhat = typer.Argument(ListWhat.all), plugin: Optional[Lis
             print(f"  {name:<16}{cls.summary()}  [protocols: {', '.join(cls.protocols)}]")
 
 
-def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], quick: bool, device: str, seed: int,
-             out: Path, set_: Optional[List[str]], config: Optional[Path], plugin: Optional[List[Path]],
-             preset: Optional[str], precision: Precision, workers: int, force: bool,
-             checkpoint: Optional[Path] = None, lpips_weights: Optional[Path] = None,
-             yolo_weights: Optional[str] = None) -> list[dict]:
+def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_: Optional[List[str]],
+             config: Optional[Path], plugin: Optional[List[Path]], context: Optional[int], horizon: Optional[int],
+             precision: Precision, **settings: object) -> list[dict]:
     from .runner import RunSettings, run_models  # torch import deferred: `bench list --help` stays fast
 
     _load_plugins(plugin)
@@ -80,11 +78,11 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], quic
     if config is not None:
         overrides = load_config_file(config, known)
     overrides = overrides.merge(parse_set_options(set_ or [], known))
-    settings = RunSettings(out=out, device=device, seed=seed, quick=quick, precision=precision.value,
-                           workers=workers, force=force, preset=preset, checkpoint=checkpoint,
-                           progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1",
-                           lpips_weights=lpips_weights, yolo_weights=yolo_weights)
-    return run_models(names, dataset, protocol, overrides, settings, mode)  # type: ignore[arg-type]
+    # --context / --horizon are the dataset's context / future: any protocol, e.g. 36 -> 300.
+    overrides.dataset.update({k: v for k, v in (("context", context), ("future", horizon)) if v is not None})
+    run_settings = RunSettings(precision=precision.value, **settings,  # type: ignore[arg-type]
+                               progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1")
+    return run_models(names, dataset, protocol, overrides, run_settings, mode)  # type: ignore[arg-type]
 
 
 ModelsOpt = typer.Option(..., "--models", "--model", "-m", help="Comma-separated predictor names (see `bench list`).")
@@ -100,6 +98,12 @@ PresetOpt = typer.Option(None, "--preset", help="Use this predictor preset inste
 PrecisionOpt = typer.Option(Precision.fp32, "--precision")
 WorkersOpt = typer.Option(0, "--workers", help="Data-loading worker processes.")
 ForceOpt = typer.Option(False, "--force", help="Redo runs that already have a result.")
+ContextOpt = typer.Option(None, "--context", min=1, help="Frames given (default: the protocol's), e.g. 36.")
+HorizonOpt = typer.Option(None, "--horizon", min=1, help="Frames predicted, closed loop (default: the protocol's), "
+                          "e.g. 300 for the long-term table.")
+SamplesOpt = typer.Option(None, "--samples", min=1, help="Samples per sequence for stochastic predictors (cwvae, "
+                          "htsrm): scored as the mean over samples and as the best of N. Default: the predictor's "
+                          "eval_samples.")
 
 
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Evaluate these weights instead of training (run, eval).")
@@ -118,16 +122,20 @@ def _register(mode: str) -> None:
     """`run`, `train` and `eval` take the same options; one definition serves all three."""
 
     def command(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Optional[str] = ProtocolOpt,
+                context: Optional[int] = ContextOpt, horizon: Optional[int] = HorizonOpt,
                 quick: bool = QuickOpt, device: str = DeviceOpt, seed: int = SeedOpt, out: Path = OutOpt,
                 set_: Optional[List[str]] = SetOpt, config: Optional[Path] = ConfigOpt,
                 plugin: Optional[List[Path]] = PluginOpt, preset: Optional[str] = PresetOpt,
                 precision: Precision = PrecisionOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
+                samples: Optional[int] = SamplesOpt,
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
                 yolo_weights: Optional[str] = YoloWeightsOpt) -> None:
         if mode == "train" and checkpoint is not None:
             raise UserError("--checkpoint is for `bench eval` and `bench run`: training starts from the run's own state")
-        results = _execute(mode, models, dataset, protocol, quick, device, seed, out, set_, config, plugin, preset,
-                           precision, workers, force, checkpoint, lpips_weights, yolo_weights)
+        results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, precision,
+                           quick=quick, device=device, seed=seed, out=out, workers=workers, force=force,
+                           preset=preset, samples=samples, checkpoint=checkpoint, lpips_weights=lpips_weights,
+                           yolo_weights=yolo_weights)
         if mode != "train":
             from vpbench.reports.tables import load_results, render
 

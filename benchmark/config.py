@@ -47,6 +47,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     val_every: int = iterations(5000)
     val_sequences: int = 256  # sequences of the validation split scored for checkpoint selection
+    train_horizon: int = 0  # frames predicted in training (0: the protocol's); tests roll out the whole horizon
     checkpoint_every: int = bookkeeping(500)
     eval_batch_size: int = bookkeeping(16)
 

@@ -104,3 +104,8 @@ class VideoDataset:
     def problems(self) -> list[DataProblem]:
         """Files left out of the splits, with the split each belongs to (none for generated data)."""
         return []
+
+    def fingerprint(self) -> str | None:
+        """A digest of the files the clips come from, for a run's identity (None: the clips follow from
+        the config alone, as generated data do)."""
+        return None

@@ -73,13 +73,20 @@ def lpips_distance(net: torch.nn.Module, pred: Tensor, target: Tensor) -> Tensor
 class LpipsMetrics:
     """Per-step mean LPIPS over sequences, for `evaluate(..., extra_metrics=[...])`."""
 
+    higher_is_better = {"lpips": False}
+
     def __init__(self, net: torch.nn.Module, horizon: int, device: torch.device | None = None) -> None:
         self.net = net
         self.sums = StepSums(("lpips", "sequences"), horizon, device)
 
+    def score_frames(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """LPIPS of every frame of [B, T, C, H, W] clips -> {"lpips": [B, T]}."""
+        b, t = pred.shape[:2]
+        return {"lpips": lpips_distance(self.net, pred.flatten(0, 1), target.flatten(0, 1)).view(b, t)}
+
     def update(self, pred: Tensor, target: Tensor) -> None:
         b, t = pred.shape[:2]
-        values = lpips_distance(self.net, pred.flatten(0, 1), target.flatten(0, 1)).view(b, t)
+        values = self.score_frames(pred, target)["lpips"]
         self.sums.add(torch.stack([values.sum(dim=0).double(), torch.full((t,), b, dtype=torch.float64,
                                                                           device=values.device)]))
 

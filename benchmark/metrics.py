@@ -104,6 +104,23 @@ _FRAME_FNS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": _mse, "mae": _mae, "psnr": psnr, "ssim": ssim}
 
 
+# Frames scored at a time: SSIM's float64 moment maps of a long rollout would otherwise fill memory.
+FRAMES_PER_CHUNK = 256
+
+
+@torch.no_grad()
+def score_frames(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+    """MSE, MAE, PSNR and SSIM of every frame of [B, T, C, H, W] clips -> {name: [B, T]} (float64)."""
+    if pred.shape != target.shape or pred.ndim != 5:
+        raise ValueError(f"expected pred and target of equal shape [B, T, C, H, W], "
+                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+    b, t = pred.shape[:2]
+    chunks = zip(pred.flatten(0, 1).split(FRAMES_PER_CHUNK), target.flatten(0, 1).split(FRAMES_PER_CHUNK))
+    parts = [torch.stack([_FRAME_FNS[name](p, q) for name in METRICS]) for p, q in chunks]
+    per_frame = torch.cat(parts, dim=1).view(len(METRICS), b, t)
+    return {name: per_frame[i] for i, name in enumerate(METRICS)}
+
+
 class FrameMetrics:
     """Accumulates per-time-step means over sequences of MSE, MAE, PSNR and SSIM.
 
@@ -133,11 +150,10 @@ class FrameMetrics:
         if pred.shape != target.shape or pred.ndim != 5 or pred.shape[1] != self.horizon:
             raise ValueError(f"expected pred and target of equal shape [B, {self.horizon}, C, H, W], "
                              f"got {tuple(pred.shape)} and {tuple(target.shape)}")
-        b, t = pred.shape[:2]
-        frames_p, frames_t = pred.flatten(0, 1), target.flatten(0, 1)
-        per_frame = torch.stack([_FRAME_FNS[name](frames_p, frames_t).view(b, t) for name in METRICS])
+        scores = score_frames(pred, target)
+        per_frame = torch.stack([scores[name] for name in METRICS])
         self._sums += per_frame.to(self.device, torch.float64).sum(dim=1)
-        self._count += b
+        self._count += pred.shape[0]
 
     def sync(self) -> None:
         """Sum the state over all processes when torch.distributed is initialised.

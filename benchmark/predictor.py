@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -28,6 +27,9 @@ class Predictor(nn.Module):
     Config: ClassVar[type] = TrainConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     trainable: ClassVar[bool] = True
+    # Stochastic predictors draw samples: `forward(context, future, samples=N, generator=g)` returns
+    # [B, N, future, C, H, W] (one sample [B, future, ...] when samples is None), every draw from `g`.
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, spec: VideoSpec, config: Any) -> None:
         super().__init__()

@@ -44,6 +44,7 @@ class RunSettings:
     progress: bool = True
     lpips_weights: Path | None = None  # None: VPBENCH_LPIPS_WEIGHTS, else torchvision's cache under TORCH_HOME
     yolo_weights: str | None = None  # a file or an Ultralytics weights name; None: VPBENCH_YOLO_WEIGHTS, yolov5su.pt
+    samples: int | None = None  # per sequence, for stochastic predictors; None: the predictor's `eval_samples`
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,6 +92,14 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _sampling_record(scores: dict) -> dict:
+    """What a stochastic predictor's eval block adds: how its numbers were drawn and the best of N."""
+    n = scores["samples"]
+    return {"samples": n, "best_of_samples": scores["best_of_samples"],
+            "sampling": f"per_step and mean: the mean over {n} samples per sequence; best_of_samples: per sequence "
+                        f"and metric the sample with the best time-averaged score; detection: the first sample"}
+
+
 def run_models(models: list[str], dataset_name: str, protocol: str | None, overrides: Overrides,
                settings: RunSettings, mode: Mode = "run") -> list[dict]:
     """Train and/or evaluate each model; returns the result records (empty dicts for train-only)."""
@@ -120,6 +129,12 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
         "dataset_config": config_to_dict(dataset.config), "seed": settings.seed, "quick": settings.quick,
         "preset": resolved.preset, "precision": settings.precision, "config": identity_dict(resolved.config),
     }
+    fingerprint = dataset.fingerprint()
+    if fingerprint is not None:  # other files under the same root are other data: a new run, not a skip
+        identity["data_fingerprint"] = fingerprint
+    samples = (settings.samples or getattr(resolved.config, "eval_samples", 1)) if cls.stochastic else 1
+    if cls.stochastic:
+        identity["samples"] = samples
     if settings.checkpoint is not None:
         identity["checkpoint_sha256"] = _file_digest(settings.checkpoint)
     run = RunDir(settings.out, dataset.registry_name, name, identity)
@@ -155,7 +170,8 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     extra = (perceptual or PerceptualMetrics()).build(dataset.spec, device)
     tic = time.perf_counter()
     scores = evaluate(model, scored, device=device, precision=settings.precision,
-                      batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics)
+                      batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics,
+                      samples=samples, seed=settings.seed)
     eval_seconds = time.perf_counter() - tic
     device_name = describe_device(device)
     costs = measure_costs(model, test[0], device, device_name, precision=settings.precision)
@@ -170,6 +186,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
             "whole_split": scores["sequences"] == len(test), "checkpoint": checkpoint_used,
             "per_step": scores["per_step"], "mean": scores["mean"], "not_measured": extra.not_measured,
             "weights": extra.weights, **({"detection": scores["detection"]} if "detection" in scores else {}),
+            **(_sampling_record(scores) if cls.stochastic else {}),
             "wall_seconds": round(eval_seconds, 3), "forward_seconds": round(scores["forward_seconds"], 3),
         },
         "costs": costs,

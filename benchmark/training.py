@@ -35,9 +35,11 @@ class TrainingDiverged(UserError):
 def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if cfg.optimizer in kinds:
-        # A predictor config may set `adam_beta1` (HKO-7's encoder-forecasters train with 0.5).
+        # A predictor config may set `adam_beta1` (HKO-7's encoder-forecasters train with 0.5) and
+        # `adam_eps` (CW-VAE's reference uses 1e-4).
         betas = (getattr(cfg, "adam_beta1", 0.9), 0.999)
-        return kinds[cfg.optimizer](params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        return kinds[cfg.optimizer](params, lr=cfg.lr, betas=betas, eps=getattr(cfg, "adam_eps", 1e-8),
+                                    weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
@@ -193,6 +195,9 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
     # shift every later random draw of a resumed run against an uninterrupted one.
     loader = DataLoader(train_split, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(seed))
+    # `train_horizon` trains on fewer predicted frames than the protocol scores (e.g. 10 of a long-term
+    # protocol's 300); validation and testing always roll out the protocol's whole horizon.
+    train_length = model.spec.context + cfg.train_horizon if cfg.train_horizon else None
     tic = time.perf_counter()
     with progress_bar(f"train {model.registry_name}", total=cfg.max_iterations, completed=start,
                       enabled=show_progress) as bar:
@@ -200,7 +205,7 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
             model.train()
             ctx.iteration = iteration
             with ctx.autocast():
-                losses = model.training_step(clip.to(device, non_blocking=True), ctx)
+                losses = model.training_step(clip[:, :train_length].to(device, non_blocking=True), ctx)
             done = iteration + 1
             logged = {k: float(v) for k, v in losses.items()}
             bar.advance(**logged)

@@ -26,9 +26,9 @@ STATS = ("first", "last", "mean")
 PROTOCOL_KEYS = ["dataset", "protocol", "context", "future", "height", "width", "channels"]
 # Identity and provenance of a run. Every other numeric column is either `<metric>_<stat>` or a cost.
 BASE_COLUMNS = [
-    "predictor", *PROTOCOL_KEYS, "seed", "quick", "run_id", "preset", "created",
+    "predictor", "sampling", *PROTOCOL_KEYS, "seed", "quick", "run_id", "preset", "created",
     "split", "sequences", "split_size", "whole_split", "checkpoint",
-    "train_iterations", "best_iteration", "best_val_mse", "train_seconds", "eval_seconds",
+    "train_iterations", "best_iteration", "best_val_mse", "train_seconds", "eval_seconds", "left_out_test",
 ]
 # Nested values kept as dicts (json) or JSON strings (csv) so plots can use the per-step curves.
 DICT_COLUMNS = ["per_step", "not_measured", "config", "dataset_config", "versions", "weight_notes"]
@@ -117,7 +117,8 @@ def _flag(value: Any, where: str) -> bool:
     return value
 
 
-def _parse(path: Path) -> dict[str, Any]:
+def _parse(path: Path) -> list[dict[str, Any]]:
+    """The table rows of one result file: one, or two for a stochastic predictor (mean and best of N)."""
     record = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(record, dict):
         raise _Bad("not a JSON object")
@@ -149,11 +150,42 @@ def _parse(path: Path) -> dict[str, Any]:
         "best_val_mse": train.get("best_val_mse"),
         "train_seconds": train.get("wall_seconds"),
         "eval_seconds": record["eval"].get("wall_seconds"),
+        # Files of the test split that could not be read (corrupt, truncated): its rows say so.
+        "left_out_test": int(((record.get("data") or {}).get("left_out") or {}).get("test", 0)),
     }
-    per_step, mean = _req(record, "eval.per_step"), _req(record, "eval.mean")
     not_measured = record["eval"].get("not_measured") or {}
-    if not all(isinstance(d, dict) for d in (per_step, mean, not_measured)):
-        raise _Bad("eval.per_step, eval.mean and eval.not_measured must be objects")
+    if not isinstance(not_measured, dict):
+        raise _Bad("eval.not_measured must be an object")
+    _add_costs(row, record)
+    weights = record["eval"].get("weights") or {}
+    # Weights that failed their check but were named by the user: their numbers are marked on the row.
+    weight_notes = sorted(f"{key} weights vouched for by the user, not verified: {w.get('file')} "
+                          f"(sha256 {str(w.get('sha256'))[:12]}…): {w.get('check')}"
+                          for key, w in weights.items() if isinstance(w, dict) and not w.get("verified", True))
+    row.update(not_measured={str(k): str(v) for k, v in not_measured.items()},
+               weight_notes=weight_notes, config=record.get("config") or {}, dataset_config=record.get("dataset_config") or {},
+               versions=record.get("versions") or {}, path=str(path))
+    best = record["eval"].get("best_of_samples")
+    if best is None:
+        return [{**row, "sampling": "", **_metric_columns(record["eval"], "eval", future, not_measured)}]
+    # A stochastic predictor: one row for the mean over its samples, one for the best of N.
+    samples = int(_req(record, "eval.samples"))
+    if not isinstance(best, dict):
+        raise _Bad("eval.best_of_samples must be an object")
+    return [{**row, "sampling": f"mean of {samples}", **_metric_columns(record["eval"], "eval", future, not_measured)},
+            {**row, "sampling": f"best of {samples}",
+             **_metric_columns(best, "eval.best_of_samples", future, not_measured)}]
+
+
+def _metric_columns(block: dict, where: str, future: int, not_measured: dict) -> dict[str, Any]:
+    """`<metric>_<first|last|mean>` columns and the per-step curves of one summary (`eval` or its best of N)."""
+    missing = [key for key in ("per_step", "mean") if key not in block]
+    if missing:
+        raise _Bad(f"missing key {f'{where}.{missing[0]}'!r}")
+    per_step, mean = block["per_step"], block["mean"]
+    if not all(isinstance(d, dict) for d in (per_step, mean)):
+        raise _Bad(f"{where}.per_step and {where}.mean must be objects")
+    row: dict[str, Any] = {}
     steps: dict[str, list[float]] = {}
     for metric in [*mean, *(m for m in per_step if m not in mean)]:
         if metric in not_measured:
@@ -162,13 +194,18 @@ def _parse(path: Path) -> dict[str, Any]:
         if curve is not None:
             if not isinstance(curve, list) or len(curve) != future:
                 # first/last step would silently be the wrong step
-                raise _Bad(f"eval.per_step.{metric} is not a list of {future} values (protocol.future)")
-            steps[metric] = [_number(v, f"eval.per_step.{metric}") for v in curve]
+                raise _Bad(f"{where}.per_step.{metric} is not a list of {future} values (protocol.future)")
+            steps[metric] = [_number(v, f"{where}.per_step.{metric}") for v in curve]
         row[f"{metric}_first"] = steps[metric][0] if metric in steps else math.nan
         row[f"{metric}_last"] = steps[metric][-1] if metric in steps else math.nan
-        row[f"{metric}_mean"] = _number(mean[metric], f"eval.mean.{metric}") if metric in mean else math.nan
+        row[f"{metric}_mean"] = _number(mean[metric], f"{where}.mean.{metric}") if metric in mean else math.nan
     for metric in not_measured:  # columns exist so the table can say "not measured" rather than "—"
         row.update({f"{metric}_{stat}": math.nan for stat in STATS})
+    row["per_step"] = steps
+    return row
+
+
+def _add_costs(row: dict[str, Any], record: dict) -> None:
     costs = _req(record, "costs")
     if not isinstance(costs, dict):
         raise _Bad("costs must be an object")
@@ -176,15 +213,6 @@ def _parse(path: Path) -> dict[str, Any]:
         if key in row or key in DICT_COLUMNS or _METRIC_COLUMN.match(key):
             raise _Bad(f"costs.{key} clashes with a column name")
         row[key] = value if isinstance(value, str) else _number(value, f"costs.{key}")
-    weights = record["eval"].get("weights") or {}
-    # Weights that failed their check but were named by the user: their numbers are marked on the row.
-    weight_notes = sorted(f"{key} weights vouched for by the user, not verified: {w.get('file')} "
-                          f"(sha256 {str(w.get('sha256'))[:12]}…): {w.get('check')}"
-                          for key, w in weights.items() if isinstance(w, dict) and not w.get("verified", True))
-    row.update(per_step=steps, not_measured={str(k): str(v) for k, v in not_measured.items()},
-               weight_notes=weight_notes, config=record.get("config") or {}, dataset_config=record.get("dataset_config") or {},
-               versions=record.get("versions") or {}, path=str(path))
-    return row
 
 
 def load_results(runs_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -196,18 +224,19 @@ def load_results(runs_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     # Exact name match: the writer's temporary files (`.result.json.*.tmp`) are never picked up.
     for path in sorted(p for p in runs_dir.rglob("result.json") if p.is_file()):
         try:
-            row = _parse(path)
+            parsed = _parse(path)
         except (OSError, ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError, _Bad: ValueError
             warnings.append(f"{path}: skipped ({exc})")
             continue
-        if row["run_id"] in seen:  # a copied run directory would otherwise count as an extra seed
-            warnings.append(f"{path}: skipped (run_id {row['run_id']} already read from {seen[row['run_id']]})")
+        run_id = parsed[0]["run_id"]
+        if run_id in seen:  # a copied run directory would otherwise count as an extra seed
+            warnings.append(f"{path}: skipped (run_id {run_id} already read from {seen[run_id]})")
             continue
-        seen[row["run_id"]] = path
-        rows.append(row)
+        seen[run_id] = path
+        rows.extend(parsed)
     frame = pd.DataFrame(rows, columns=_column_order(rows))
     if len(frame):
-        frame = frame.sort_values([*PROTOCOL_KEYS, "predictor", "seed", "run_id"], ignore_index=True)
+        frame = frame.sort_values([*PROTOCOL_KEYS, "predictor", "sampling", "seed", "run_id"], ignore_index=True)
     frame.attrs.update(source=str(runs_dir), warnings=list(warnings))
     return frame, warnings
 
@@ -256,7 +285,7 @@ def _plain(value: Any) -> Any:
 
 
 # Columns of an aggregated row that describe it rather than hold a metric or cost.
-_AGGREGATE_ONLY = {"predictor", "quick", "split", "sequences", "split_size", "whole_split",
+_AGGREGATE_ONLY = {"predictor", "sampling", "curves", "quick", "split", "sequences", "split_size", "whole_split", "left_out_test",
                    "seeds", "run_ids", "not_measured", "devices", "weight_notes", "memory_kinds"}
 
 
@@ -297,20 +326,23 @@ def _aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         # Everything that must match for runs to be averaged; the seed is what may differ.
         strip = lambda d: {k: v for k, v in d.items() if k != "seed"}
         return json.dumps([strip(run["config"]), strip(run["dataset_config"]), run["preset"], run["quick"],
-                           run["split"], run["sequences"], run["split_size"], run["checkpoint"]],
+                           run["split"], run["sequences"], run["split_size"], run["checkpoint"],
+                           run["left_out_test"]],
                           sort_keys=True, default=str)
 
     runs = runs.assign(_key=runs.apply(comparable, axis=1))
     numeric = [c for c in runs.columns if c not in BASE_COLUMNS and pd.api.types.is_numeric_dtype(runs[c])]
     groups: list[pd.DataFrame] = []
-    for _, group in runs.groupby(["predictor", "_key"], sort=True):
+    for _, group in runs.groupby(["predictor", "sampling", "_key"], sort=True):
         # Re-runs of one seed are not independent samples: list them, do not average them.
         groups.extend([group] if group["seed"].is_unique else [group.iloc[[i]] for i in range(len(group))])
     rows = []
     for group in groups:
         first = group.iloc[0]
         rows.append({
-            **{c: first[c] for c in ["predictor", "quick", "split", "sequences", "split_size", "whole_split"]},
+            **{c: first[c] for c in ["predictor", "sampling", "quick", "split", "sequences", "split_size",
+                                     "whole_split", "left_out_test"]},
+            "curves": _mean_curves(group["per_step"]),
             **group[numeric].mean(skipna=False).to_dict(),  # one NaN seed makes the mean NaN, not rosier
             "seeds": len(group),
             "run_ids": sorted(group["run_id"]),
@@ -320,6 +352,12 @@ def _aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             "memory_kinds": sorted(set(group["peak_memory_kind"].dropna())) if "peak_memory_kind" in group else [],
         })
     return pd.DataFrame(rows)
+
+
+def _mean_curves(curves: pd.Series) -> dict[str, list[float]]:
+    """Per-step curves averaged over runs (seeds); a metric some run lacks is left out, a NaN stays NaN."""
+    shared = set.intersection(*(set(c) for c in curves)) if len(curves) else set()
+    return {m: [sum(values) / len(values) for values in zip(*(c[m] for c in curves))] for m in sorted(shared)}
 
 
 class _Notes:
@@ -354,8 +392,8 @@ def _table(runs: pd.DataFrame) -> list[str]:
     predictors = rows["predictor"].value_counts()
     labels = []
     for _, row in rows.iterrows():
-        label = row["predictor"]
-        if predictors[row["predictor"]] > 1:  # several configurations: say which runs each row is
+        label = row["predictor"] + (f" ({row['sampling']})" if row["sampling"] else "")
+        if predictors[row["predictor"]] > (2 if row["sampling"] else 1):  # several configurations: say which runs each row is
             label += f" ({', '.join(row['run_ids'])})"
         if row["quick"]:
             label += notes.mark("quick schedule — a smoke test, not a paper number", "†")
@@ -363,6 +401,9 @@ def _table(runs: pd.DataFrame) -> list[str]:
             label += notes.mark(f"evaluated on the {row['split']} split, not test")
         if not row["whole_split"]:
             label += notes.mark(f"scored {row['sequences']} of {row['split_size']} {row['split']} sequences")
+        if row["left_out_test"]:
+            label += notes.mark(f"{row['left_out_test']} test file(s) could not be read and are not in the split; "
+                                "result.json lists them under data.problems")
         for note in row["weight_notes"]:
             label += notes.mark(note)
         labels.append(label)
@@ -371,10 +412,7 @@ def _table(runs: pd.DataFrame) -> list[str]:
         measured = rows["not_measured"].map(lambda d: c.metric not in d)
         better = None if c.source == "ms_per_sequence" and len(devices) > 1 else c.better  # not comparable
         better = None if c.source == "peak_memory_bytes" and process_memory else better
-        values = rows.loc[measured, c.source].dropna()
-        if better and len(values) > 1:  # bold among at least two; compare as printed so ties all bold
-            best = _cell_text(values.max() if better == "max" else values.min(), c.fmt)
-            cells[c.header] = [f"**{t}**" if t == best and ok else t for t, ok in zip(cells[c.header], measured)]
+        cells[c.header] = _bold_best(list(cells[c.header]), rows[c.source], measured, better, c.fmt)
         for i in rows.index[~measured]:
             reason = rows.at[i, "not_measured"][c.metric]
             cells.at[i, c.header] = "not measured" + notes.mark(f"{KNOWN.get(c.metric, (c.metric,))[0]} not measured: {reason}")
@@ -394,7 +432,49 @@ def _table(runs: pd.DataFrame) -> list[str]:
                      f"ms/seq measured on different devices ({'; '.join(devices)}): not comparable, not bolded.")
     if any(c.source == "peak_memory_bytes" for c in cols) and memory_kinds:
         lines.append(f"peak mem: {'; '.join(memory_kinds)}" + (": not bolded." if process_memory else "."))
+    if int(first["future"]) >= CURVE_TABLE_MIN_FUTURE:
+        lines += _curve_table(rows, labels, int(first["future"]))
     return [*lines, ""]
+
+
+def _bold_best(texts: list[str], values: pd.Series, eligible: pd.Series, better: str | None,
+               fmt: Callable[[float], str]) -> list[str]:
+    """Bold the best of at least two eligible values; compared as printed, so ties are all bold."""
+    candidates = values[eligible].dropna()
+    if not better or len(candidates) < 2:
+        return texts
+    best = _cell_text(candidates.max() if better == "max" else candidates.min(), fmt)
+    return [f"**{t}**" if t == best and ok else t for t, ok in zip(texts, eligible)]
+
+
+CURVE_TABLE_MIN_FUTURE = 20  # horizons from here on get a per-step table (the long-term figures' numbers)
+CURVE_METRICS = ("psnr", "ssim", "lpips")
+_CURVE_STEPS = (1, 5, 10, 20, 30, 50, 100, 150, 200, 250, 300, 400, 500, 750, 1000)
+
+
+def curve_steps(future: int) -> list[int]:
+    """The predicted steps a per-step table shows: a fixed ladder up to the horizon, and the last step."""
+    return [t for t in _CURVE_STEPS if t < future] + [future]
+
+
+def _curve_table(rows: pd.DataFrame, labels: list[str], future: int) -> list[str]:
+    """One table per metric (PSNR, SSIM, LPIPS) of its value at chosen steps of the rollout, a row per table
+    row; the whole curves are in the csv/json output and in `bench report --out`'s `.curves.csv`."""
+    steps = curve_steps(future)
+    lines: list[str] = []
+    for metric in [m for m in CURVE_METRICS if any(m in c for c in rows["curves"])]:
+        name, better, fmt, _ = KNOWN[metric]
+        columns = []
+        for step in steps:
+            values = pd.Series([c[metric][step - 1] if metric in c else math.nan for c in rows["curves"]])
+            columns.append(_bold_best([_cell_text(v, fmt) for v in values], values, values.notna(), better, fmt))
+        arrow = {"max": "↑", "min": "↓"}[better]
+        lines += ["", f"{name}{arrow} per predicted step:", "",
+                  "| predictor | " + " | ".join(f"t+{t}" for t in steps) + " |",
+                  "|---|" + "---:|" * len(steps),
+                  *("| " + " | ".join([label.replace("|", "\\|"), *(col[i] for col in columns)]) + " |"
+                    for i, label in enumerate(labels))]
+    return lines
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -432,11 +512,31 @@ def write_report(runs_dir: Path, out: Path | None = None, fmt: Format = "md",
     text = render(frame, fmt)
     if out is not None:
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # same directory, so os.replace is atomic
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _write_atomic(out, text)
+        if fmt == "md":  # the figures' data: every run's whole per-step curves
+            _write_atomic(curves_path(out), curves(frame).to_csv(index=False))
     return text
+
+
+def curves_path(report: Path) -> Path:
+    """Where `bench report --out report.md` puts the per-step curves: `report.curves.csv`."""
+    return report.with_name(f"{report.stem}.curves.csv")
+
+
+def curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Long format, one line per run, metric and predicted step (1-based): what a per-step plot needs."""
+    keys = ["dataset", "protocol", "context", "future", "predictor", "sampling", "seed", "quick", "run_id"]
+    records = [{**{k: run[k] for k in keys}, "metric": metric, "step": step, "value": value}
+               for _, run in frame.iterrows() for metric, values in run["per_step"].items()
+               for step, value in enumerate(values, start=1)]
+    return pd.DataFrame(records, columns=[*keys, "metric", "step", "value"])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory, so os.replace is atomic
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -238,6 +238,8 @@ def test_kth_quick_run_end_to_end(kth_root, tmp_path):
         assert result["dataset"] == "kth" and result["protocol"]["name"] == "10to20"
         assert len(result["eval"]["per_step"]["psnr"]) == 5 and result["eval"]["whole_split"]
         assert result["eval"]["sequences"] == make("kth", kth_root / "root", future=5).split("test").__len__()
+        # The prepared files are part of what a run is: other data under the same root is another run.
+        assert result["data_fingerprint"] == make("kth", kth_root / "root").fingerprint()
 
 
 # -- Moving MNIST --------------------------------------------------------------------------------------

@@ -238,3 +238,12 @@ def test_no_results_raise_user_error(tmp_path: Path) -> None:
     bad.write_text("not json")
     with pytest.raises(UserError, match="no readable result.json"):
         write_report(tmp_path, None, "md", on_warning=lambda w: None)
+
+
+def test_rows_with_unreadable_test_files_say_so(tmp_path: Path) -> None:
+    problems = [{"split": "test", "file": "person25_walking_d1_uncomp.avi", "message": "truncated"}]
+    write(tmp_path, result("convlstm", data={"left_out": {"train": 0, "val": 0, "test": 1}, "problems": problems}))
+    write(tmp_path, result("copy-last"))
+    md = render(load_results(tmp_path)[0], "md")
+    assert set(table(md)) == {"convlstm¹", "copy-last"}
+    assert "¹ 1 test file(s) could not be read and are not in the split; result.json lists them" in md
