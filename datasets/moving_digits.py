@@ -44,7 +44,11 @@ class MovingDigits(SyntheticVideoDataset):
         digits: int = 2
         mnist_path: str | None = None  # a directory of MNIST idx files or a Keras mnist.npz
 
-    protocols: ClassVar[dict[str, Protocol]] = {"10to10": Protocol("10to10", 10, 10, 64, 64, 1)}
+    protocols: ClassVar[dict[str, Protocol]] = {
+        "10to10": Protocol("10to10", 10, 10, 64, 64, 1),
+        # The long-term protocol of CW-VAE / HTSRM's evaluation: 36 frames filtered, 300 predicted.
+        "36to300": Protocol("36to300", 36, 300, 64, 64, 1),
+    }
     preset_keys = ("moving-digits",)
 
     def __init__(self, config: Config, protocol: str | None = None) -> None:

@@ -34,6 +34,7 @@ def test_registered_with_summary_and_presets(name):
 @pytest.mark.parametrize("name, protocol, shape", [
     ("moving-digits", None, (20, 1, 64, 64)),
     ("moving-digits", "10to10", (20, 1, 64, 64)),
+    ("moving-digits", "36to300", (336, 1, 64, 64)),  # long enough for the long-term protocol
     ("moving-shapes", None, (8, 3, 256, 256)),
     ("moving-shapes", "stip-512", (8, 3, 512, 512)),
 ])
