@@ -135,3 +135,24 @@ def test_context_and_horizon_flags_set_the_protocol_and_train_horizon_the_traini
     md = bench("report", "--out", "report.md").stdout
     assert "PSNR↑ per predicted step" in md and "| predictor | t+1 | t+5 | t+10 | t+20 | t+24 |" in md
     assert (tmp_path / "report.curves.csv").is_file()
+
+
+def test_stochastic_predictors_run_end_to_end_with_best_and_mean_of_n_rows(bench, tmp_path: Path):
+    tiny = [f"--set={name}.{key}" for name in ("cwvae", "htsrm") for key in
+            ("filters=4", "cell_stoch_size=4", "cell_deter_size=16", "cell_embed_size=16", "enc_dense_embed_size=32",
+             "quick_iterations=10", "batch_size=4")]
+    bench("run", "--models", "cwvae,htsrm,copy-last", "--dataset", "moving-digits", "--context", "36",
+          "--horizon", "24", "--samples", "3", "--quick", *tiny, "--set", "data.train_size=16",
+          "--set", "data.val_size=4", "--set", "data.test_size=4")
+    results = {r["predictor"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json"))}
+    for name in ("cwvae", "htsrm"):
+        ev = results[name]["eval"]
+        assert ev["samples"] == 3 and results[name]["samples"] == 3 and "mean over 3 samples" in ev["sampling"]
+        assert len(ev["best_of_samples"]["per_step"]["psnr"]) == 24
+        assert ev["best_of_samples"]["mean"]["psnr"] >= ev["mean"]["psnr"]
+    assert "samples" not in results["copy-last"]["eval"]
+    md = bench("report").stdout
+    rows = table(md.split("per predicted step")[0])
+    assert {"cwvae (mean of 3)†", "cwvae (best of 3)†", "htsrm (mean of 3)†", "htsrm (best of 3)†", "copy-last†"} == {
+        label.split("¹")[0] for label in rows}
+    assert "| predictor | t+1 | t+5 | t+10 | t+20 | t+24 |" in md
