@@ -121,10 +121,10 @@ class E3DLSTM(RecurrentPredictor):
         # model, batch, lr (kth: OpenSTL's default 1e-3) and schedule. OpenSTL trains 200 epochs, whose
         # iterations depend on the prepared split's size: max_iterations stays at the harness default. At kth's
         # 32x32 patch grid the attention over up to 29 stored windows is memory-heavy, as in OpenSTL.
-        "kth": dict(num_layers=4, num_hidden=128, filter_size=5, patch_size=4, batch_size=4, lr=1e-3,
-                    lr_schedule="onecycle", sampling_stop_iter=50_000),
-        "human36m": dict(num_layers=4, num_hidden=128, filter_size=5, patch_size=8, batch_size=4, lr=1e-4,
-                         lr_schedule="cosine", sampling_stop_iter=50_000),
+        "kth-10to20": dict(num_layers=4, num_hidden=128, filter_size=5, patch_size=4, batch_size=4, lr=1e-3,
+                           lr_schedule="onecycle", sampling_stop_iter=50_000),
+        "human36m-openstl": dict(num_layers=4, num_hidden=128, filter_size=5, patch_size=8, batch_size=4, lr=1e-4,
+                                 lr_schedule="cosine", sampling_stop_iter=50_000),
         # CPU-sized: 8x8 patches keep the eidetic attention (8 x 8 x 2 positions per window) cheap.
         "moving-digits": dict(num_layers=2, num_hidden=16, filter_size=3, patch_size=8, batch_size=8, lr=2e-3,
                               lr_schedule="cosine", max_iterations=1000, quick_iterations=200,

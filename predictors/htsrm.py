@@ -87,7 +87,7 @@ class HTSRM(ClockworkPredictor):
         # configs/mmnist.yml: dec_stddev 1.0, lr 1e-4, 60 epochs = 60 * 10,000 / 50 = 12,000 iterations.
         "mmnist": reference_preset(1.0, 1e-4, 60, MMNIST_TRAIN_CLIPS, val_every=2_000),
         # configs/kth.yml: 3 channels, dec_stddev 1.0, lr 1e-4, 300 epochs ~ 300 * 1,900 / 50 = 11,400 iterations.
-        "kth": reference_preset(1.0, 1e-4, 300, KTH_TRAIN_CLIPS, val_every=2_000),
+        "kth-htsrm": reference_preset(1.0, 1e-4, 300, KTH_TRAIN_CLIPS, val_every=2_000),
         # configs/mazes.yml: dec_stddev 0.1, lr 1e-4, 50 epochs = 50 * 27,000 / 50 = 27,000 iterations.
         "mazes": reference_preset(0.1, 1e-4, 50, MAZES_TRAIN_CLIPS, val_every=5_000),
         # CPU-sized, the same as CW-VAE's, so the two compare on the synthetic set.

@@ -85,6 +85,11 @@ class MIM(RecurrentPredictor):
         # OpenSTL configs/mmnist/MIM.py (4 x 128, filter 5, patch 4, batch 16, sampling to 0 at 50k) with
         # the lr the spec gives for the reference code, 5e-4.
         "mmnist": {**PAPER_PRESETS["mmnist"], "lr": 5e-4},
+        # OpenSTL configs/kth/MIM.py: patch 4, batch 16, lr 1e-4, OneCycle; configs/human/MIM.py (256x256):
+        # patch 4, batch 4, lr 1e-4, cosine; both 4 x 128, filter 5, sampling to 0 at 50k. UCF Sports, SJTU4K: no
+        # reference config (the STIP paper's comparison gives no settings).
+        "kth-10to20": {**PAPER_PRESETS["kth-10to20"], "patch_size": 4, "lr": 1e-4},
+        "human36m-openstl": {**PAPER_PRESETS["human36m-openstl"], "batch_size": 4},
         "moving-digits": PAPER_PRESETS["moving-digits"],
     }
 

@@ -41,6 +41,13 @@ class PredRNNV2(PredRNN):
         # OpenSTL configs/mmnist/PredRNNv2.py: as PredRNN, plus beta 0.1, reverse sampling 25k / 50k, alpha 5000.
         "mmnist": {**PAPER_PRESETS["mmnist"], "decouple_beta": 0.1, "r_sampling_step_1": 25_000,
                    "r_sampling_step_2": 50_000, "r_exp_alpha": 5_000},
+        # OpenSTL configs/kth/PredRNNv2.py and configs/human/PredRNNv2.py: PredRNN's kth / human settings with
+        # reverse sampling 25k / 50k, alpha 5000, and beta 0.01 (kth) / 0.1 (human).
+        "kth-10to20": {**PAPER_PRESETS["kth-10to20"], "decouple_beta": 0.01, "r_sampling_step_1": 25_000,
+                "r_sampling_step_2": 50_000, "r_exp_alpha": 5_000},
+        "human36m-openstl": {**PAPER_PRESETS["human36m-openstl"], "decouple_beta": 0.1, "r_sampling_step_1": 25_000,
+                     "r_sampling_step_2": 50_000, "r_exp_alpha": 5_000},
+        # UCF Sports, SJTU4K: no reference config (the STIP paper's comparison gives no settings): no preset.
         "moving-digits": {**PAPER_PRESETS["moving-digits"], "r_sampling_step_1": 250, "r_sampling_step_2": 500,
                           "r_exp_alpha": 50},
     }

@@ -200,10 +200,10 @@ class SimVP(Predictor):
         # OpenSTL configs/kth/simvp/SimVP_IncepU.py and configs/human/simvp/SimVP_IncepU.py (drop_path only
         # acts in gSTA). OpenSTL trains 200 epochs, whose iterations depend on the prepared split's size:
         # max_iterations stays at the harness default.
-        "kth": dict(hid_S=64, hid_T=256, N_S=2, N_T=4, translator="incepu", batch_size=8, lr=1e-3,
-                    lr_schedule="onecycle"),
-        "human36m": dict(hid_S=64, hid_T=512, N_S=4, N_T=6, translator="incepu", batch_size=16, lr=1e-3,
-                         lr_schedule="onecycle"),
+        "kth-10to20": dict(hid_S=64, hid_T=256, N_S=2, N_T=4, translator="incepu", batch_size=8, lr=1e-3,
+                           lr_schedule="onecycle"),
+        "human36m-openstl": dict(hid_S=64, hid_T=512, N_S=4, N_T=6, translator="incepu", batch_size=16, lr=1e-3,
+                                 lr_schedule="onecycle"),
         # CPU-sized.
         "moving-digits": dict(hid_S=8, hid_T=64, N_S=4, N_T=4, batch_size=8, lr=2e-3, lr_schedule="cosine",
                               max_iterations=1000, quick_iterations=200, val_every=200, grad_clip=1.0),

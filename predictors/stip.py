@@ -166,15 +166,7 @@ class STIP(RecurrentPredictor):
 
     def __init__(self, spec: VideoSpec, config: StipConfig) -> None:
         super().__init__(spec, config)
-        levels = int(math.log2(config.sr_size))
-        if config.sr_size < 1 or 2 ** levels != config.sr_size:
-            raise UserError(f"stip: sr_size must be a power of two, got {config.sr_size}")
-        if config.channel_order == "bgr" and spec.channels != 3:
-            raise UserError(f"stip: channel_order=bgr needs 3-channel frames, these have {spec.channels}")
-        unit = config.patch_size * config.sr_size
-        self.padded = (-(-spec.height // unit) * unit, -(-spec.width // unit) * unit)
-        self.patch_grid = (self.padded[0] // config.patch_size, self.padded[1] // config.patch_size)
-        self.latent = (self.patch_grid[0] // config.sr_size, self.patch_grid[1] // config.sr_size)
+        levels = self._model_space_geometry()
         h, f = config.num_hidden, self.patch_channels
 
         self.cell_list = nn.ModuleList(STGRUCell(h, config.filter_size, self.latent)
@@ -193,6 +185,21 @@ class STIP(RecurrentPredictor):
                               if config.lp_weight or config.adv_weight else None)
 
     # --- frames in the weights' space: padded, in their colour order ---------------------------------
+    def _model_space_geometry(self) -> int:
+        """Checks sr_size and the colour order; sets the padded frame size, the patch grid and the latent grid
+        (STRPM shares them); returns the encoders' number of halvings, log2(sr_size)."""
+        spec, config, name = self.spec, self.config, self.registry_name
+        levels = int(math.log2(config.sr_size)) if config.sr_size >= 1 else -1
+        if levels < 0 or 2 ** levels != config.sr_size:
+            raise UserError(f"{name}: sr_size must be a power of two, got {config.sr_size}")
+        if config.channel_order == "bgr" and spec.channels != 3:
+            raise UserError(f"{name}: channel_order=bgr needs 3-channel frames, these have {spec.channels}")
+        unit = config.patch_size * config.sr_size
+        self.padded = (-(-spec.height // unit) * unit, -(-spec.width // unit) * unit)
+        self.patch_grid = (self.padded[0] // config.patch_size, self.padded[1] // config.patch_size)
+        self.latent = (self.patch_grid[0] // config.sr_size, self.patch_grid[1] // config.sr_size)
+        return levels
+
     def _to_model_space(self, frames: Tensor) -> Tensor:
         if self.config.channel_order == "bgr":
             frames = frames.flip(2)

@@ -63,7 +63,7 @@ def test_mmnist_size_equals_the_reference(name, expected):
 def test_presets_follow_the_reference_configs():
     spec = VideoSpec(3, 64, 64, 36, 264)
     cw = create_predictor("cwvae", spec, preset="mazes").config
-    ht = create_predictor("htsrm", spec, preset="kth").config
+    ht = create_predictor("htsrm", spec, preset="kth-htsrm").config
     assert (cw.dec_stddev, cw.lr, cw.batch_size, cw.adam_eps, cw.grad_clip) == (0.1, 3e-4, 50, 1e-4, 1e4)
     assert (ht.dec_stddev, ht.lr, ht.train_length, ht.levels, ht.tmp_abs_factor) == (1.0, 1e-4, 100, 3, 6)
     assert create_predictor("htsrm", spec, preset="mazes").config.lr == 1e-4
