@@ -57,6 +57,13 @@ class Predictor(nn.Module):
         trainer.step("model")
         return {"loss": loss.detach()}
 
+    def validation_loss(self, clip: Tensor) -> Tensor | None:
+        """A scalar that checkpoint selection minimises on validation clips [B, T, C, H, W], or None to
+        select on the MSE of the closed-loop prediction (the default). Generative models return their
+        training objective (e.g. the negative ELBO): a sharp sample scores worse on MSE than a blurry mean,
+        so MSE would favour barely trained checkpoints."""
+        return None
+
     def optimizer_groups(self) -> dict[str, tuple[list[nn.Parameter], dict[str, Any]]]:
         """Parameters per optimizer name, each with the settings in which it differs from the config
         (e.g. a discriminator's `{"lr": 5e-4}`). The harness builds optimizers and schedules from them."""

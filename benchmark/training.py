@@ -145,13 +145,42 @@ class IterationSampler(Sampler[list[int]]):
 class TrainSummary:
     iterations: int
     best_iteration: int
-    best_val_mse: float
+    best_val_mse: float  # the validation MSE of the checkpoint kept
     val_sequences: int
     wall_seconds: float
     resumed_from: int
+    selected_on: str = "validation MSE"
+    best_val_score: float = math.nan  # the selection score of the checkpoint kept
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
+
+
+SELECTED_ON_LOSS = "validation loss (the predictor's validation_loss, e.g. negative ELBO per frame)"
+
+
+@torch.no_grad()
+def mean_validation_loss(model: Predictor, split: Dataset, *, device: torch.device, precision: Precision,
+                         batch_size: int, workers: int) -> float | None:
+    """The mean over `split` of the predictor's `validation_loss`, or None when it selects on MSE.
+    Random draws inside it (posterior samples) come from a fixed seed in a forked RNG, so every validation
+    sees the same draws and training's random stream is untouched (resumed runs stay exact)."""
+    if type(model).validation_loss is Predictor.validation_loss:
+        return None
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))
+    total, count = 0.0, 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        for clip in loader:
+            with autocast(device, precision):
+                loss = model.validation_loss(clip.to(device, non_blocking=True))
+            total += float(loss) * clip.shape[0]
+            count += clip.shape[0]
+    model.train(was_training)
+    return total / max(count, 1)
 
 
 def _rng_state() -> dict:
@@ -172,14 +201,15 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
     """Train `model` in `run`, resuming from `run.last_checkpoint` when there is one."""
     cfg: TrainConfig = model.config
     ctx = TrainContext(model, cfg, precision, device)
-    start, best_mse, best_iteration, wall = 0, math.inf, 0, 0.0
+    start, best_score, best_mse, best_iteration, wall = 0, math.inf, math.nan, 0, 0.0
     if run.last_checkpoint.is_file():
         state = load_checkpoint(run.last_checkpoint, device)
         model.load_state_dict(state["model"])
         ctx.load_state_dict(state["trainer"])
         _set_rng_state(state["rng"])
-        start, best_mse, best_iteration, wall = (state["iteration"], state["best_val_mse"], state["best_iteration"],
-                                                 state["wall_seconds"])
+        start, best_score, best_mse, best_iteration, wall = (
+            state["iteration"], state["best_val_score"], state["best_val_mse"], state["best_iteration"],
+            state["wall_seconds"])
         run.log({"event": "resume", "iteration": start})
     val_subset = Subset(val_split, range(min(cfg.val_sequences, len(val_split))))
 
@@ -187,7 +217,8 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
         save_checkpoint_atomic(run.last_checkpoint, {
             "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": iteration,
             "model": model.state_dict(), "trainer": ctx.state_dict(), "rng": _rng_state(),
-            "best_val_mse": best_mse, "best_iteration": best_iteration, "wall_seconds": wall,
+            "best_val_score": best_score, "best_val_mse": best_mse, "best_iteration": best_iteration,
+            "wall_seconds": wall,
             "config": config_to_dict(cfg)})
 
     sampler = IterationSampler(len(train_split), cfg.batch_size, seed, start, cfg.max_iterations)
@@ -215,10 +246,14 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
                 val = evaluate(model, val_subset, device=device, precision=precision,
                                batch_size=cfg.eval_batch_size, workers=workers)
                 val_mse = val["mean"]["mse"]
-                run.log({"event": "val", "iteration": done, "mse": val_mse, "psnr": val["mean"]["psnr"]})
+                val_loss = mean_validation_loss(model, val_subset, device=device, precision=precision,
+                                                batch_size=cfg.eval_batch_size, workers=workers)
+                score = val_mse if val_loss is None else val_loss
+                run.log({"event": "val", "iteration": done, "mse": val_mse, "psnr": val["mean"]["psnr"],
+                         **({} if val_loss is None else {"loss": val_loss})})
                 bar.note(val_mse=val_mse)
-                if val_mse < best_mse:
-                    best_mse, best_iteration = val_mse, done
+                if score < best_score:
+                    best_score, best_mse, best_iteration = score, val_mse, done
                     save_checkpoint_atomic(run.best_checkpoint, {
                         "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": done,
                         "model": model.state_dict(), "config": config_to_dict(cfg)})
@@ -227,7 +262,9 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
                 tic = time.perf_counter()
                 save_last(done)
     run.log({"event": "done", "iteration": cfg.max_iterations, "best_iteration": best_iteration})
-    return TrainSummary(cfg.max_iterations, best_iteration, best_mse, len(val_subset), round(wall, 3), start)
+    selected_on = "validation MSE" if type(model).validation_loss is Predictor.validation_loss else SELECTED_ON_LOSS
+    return TrainSummary(cfg.max_iterations, best_iteration, best_mse, len(val_subset), round(wall, 3), start,
+                        selected_on, best_score)
 
 
 def load_weights(model: Predictor, path: Any, device: torch.device) -> dict:

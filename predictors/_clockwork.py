@@ -359,6 +359,10 @@ class ClockworkPredictor(Predictor):
     def training_loss(self, clip: Tensor, iteration: int) -> Tensor:
         return self.elbo(self.training_window(clip))["loss"]
 
+    def validation_loss(self, clip: Tensor) -> Tensor:
+        # Checkpoints are selected on the objective, the negative ELBO of whole validation clips.
+        return self.elbo(clip)["loss"]
+
     def training_step(self, clip: Tensor, trainer) -> dict[str, Tensor]:
         terms = self.elbo(self.training_window(clip))
         trainer.backward(terms["loss"])

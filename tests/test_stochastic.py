@@ -16,6 +16,7 @@ from vpbench.registry import DATASETS
 from vpbench.reports.tables import curve_steps, load_results, render, write_report
 from vpbench.sampling import SampleScores
 from vpbench.spec import VideoSpec
+from vpbench.training import mean_validation_loss
 
 from conftest import TINY
 from test_report import result, table, write
@@ -151,8 +152,26 @@ def test_stochastic_predictors_run_end_to_end_with_best_and_mean_of_n_rows(bench
         assert len(ev["best_of_samples"]["per_step"]["psnr"]) == 24
         assert ev["best_of_samples"]["mean"]["psnr"] >= ev["mean"]["psnr"]
     assert "samples" not in results["copy-last"]["eval"]
+    for name in ("cwvae", "htsrm"):  # generative models keep the checkpoint with the best validation ELBO
+        assert results[name]["train"]["selected_on"].startswith("validation loss")
+        vals = [json.loads(line) for line in next((tmp_path / "runs").rglob(f"{name}/*/train.log")).read_text().splitlines()]
+        assert all("loss" in v for v in vals if v["event"] == "val")
     md = bench("report").stdout
     rows = table(md.split("per predicted step")[0])
     assert {"cwvae (mean of 3)†", "cwvae (best of 3)†", "htsrm (mean of 3)†", "htsrm (best of 3)†", "copy-last†"} == {
         label.split("¹")[0] for label in rows}
     assert "| predictor | t+1 | t+5 | t+10 | t+20 | t+24 |" in md
+
+
+def test_validation_loss_sees_fixed_draws_and_leaves_training_randomness_alone():
+    model = create_predictor("cwvae", VideoSpec(1, 64, 64, 6, 6), preset="moving-digits", filters=4,
+                             cell_stoch_size=4, cell_deter_size=16, cell_embed_size=16, enc_dense_embed_size=32)
+    clips = DATASETS.get("moving-digits").create(val_size=3, context=6, future=6).split("val")
+    settings = dict(device=torch.device("cpu"), precision="fp32", batch_size=2, workers=0)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    first = mean_validation_loss(model, clips, **settings)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(6)
+    assert mean_validation_loss(model, clips, **settings) == first
+    assert mean_validation_loss(create_predictor("copy-last", VideoSpec(1, 64, 64, 6, 6)), clips, **settings) is None
