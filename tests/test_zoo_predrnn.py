@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from vpbench.predictor import count_parameters, create_predictor
-from vpbench.registry import DATASETS
 from vpbench.spec import VideoSpec
-from vpbench.training import TrainContext
+
+from conftest import assert_learns_and_rolls_out
 
 MMNIST = VideoSpec(1, 64, 64, 10, 10)
 H, F_IN, K = 128, 16, 25  # hidden, patch channels (4x4x1), 5x5 taps
@@ -66,20 +66,7 @@ def tiny(name, **overrides):
 
 @pytest.mark.parametrize("name", ["predrnn", "predrnn-v2", "predrnn++", "mim"])
 def test_loss_falls_on_moving_digits_and_rollouts_run_three_times_the_horizon(name):
-    torch.set_num_threads(1)
-    model = tiny(name)
-    data = DATASETS.get("moving-digits").create(train_size=64).split("train")
-    trainer = TrainContext(model, model.config, "fp32", torch.device("cpu"))
-    batch = torch.stack([data[i] for i in range(4)])
-    losses = []
-    for iteration in range(30):
-        trainer.iteration = iteration
-        losses.append(float(model.training_step(batch, trainer)["loss"]))
-    assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
-    model.eval()
-    with torch.no_grad():
-        out = model(batch[:, :10], 30)
-    assert out.shape == (4, 30, 1, 64, 64) and torch.isfinite(out).all()
+    assert_learns_and_rolls_out(tiny(name), batch_size=4, iterations=30, ratio=0.85)
 
 
 def test_predrnn_v2_reverse_sampling_schedule():
