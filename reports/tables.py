@@ -420,7 +420,7 @@ def _table(runs: pd.DataFrame) -> list[str]:
     body = [[label, str(seeds), *row] for label, seeds, row in zip(labels, rows["seeds"], cells.itertuples(False))]
     esc = lambda s: str(s).replace("|", "\\|")
     size = "×".join(str(first[k]) for k in ("height", "width")) + ("" if first["channels"] == 1 else f"×{first['channels']}")
-    lines = [f"### {first['dataset']} — {first['protocol']} ({first['context']} → {first['future']}, {size})", "",
+    lines = [f"### {first['dataset']} — {_protocol_title(first, size)}", "",
              "| " + " | ".join(map(esc, header)) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
              *("| " + " | ".join(map(esc, r)) + " |" for r in body), ""]
@@ -435,6 +435,15 @@ def _table(runs: pd.DataFrame) -> list[str]:
     if int(first["future"]) >= CURVE_TABLE_MIN_FUTURE:
         lines += _curve_table(rows, labels, int(first["future"]))
     return [*lines, ""]
+
+
+def _protocol_title(run: pd.Series, size: str) -> str:
+    """"10to10 (10 → 10, 64×64)"; a protocol whose lengths were changed (--context / --horizon) is titled by
+    its lengths, so that a heading never reads "10to10" over a 36 → 300 table."""
+    named = re.fullmatch(r"(\d+)to(\d+)", run["protocol"])
+    if named and (int(named[1]), int(named[2])) != (run["context"], run["future"]):
+        return f"{run['context']} → {run['future']}, {size} (protocol {run['protocol']} with other lengths)"
+    return f"{run['protocol']} ({run['context']} → {run['future']}, {size})"
 
 
 def _bold_best(texts: list[str], values: pd.Series, eligible: pd.Series, better: str | None,

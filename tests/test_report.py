@@ -227,7 +227,7 @@ def test_write_report_writes_atomically(two: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "table.md"
     text = write_report(two, out, "md")
     assert out.read_text() == text and "convlstm" in text
-    assert [p.name for p in out.parent.iterdir()] == ["table.md"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["table.curves.csv", "table.md"]  # no temporary left
 
 
 def test_no_results_raise_user_error(tmp_path: Path) -> None:

@@ -175,3 +175,9 @@ def test_validation_loss_sees_fixed_draws_and_leaves_training_randomness_alone()
     torch.manual_seed(6)
     assert mean_validation_loss(model, clips, **settings) == first
     assert mean_validation_loss(create_predictor("copy-last", VideoSpec(1, 64, 64, 6, 6)), clips, **settings) is None
+
+
+def test_a_protocol_with_other_lengths_is_titled_by_them(tmp_path: Path):
+    write(tmp_path, _long("copy-last", [15.0] * 30, train=None))  # protocol "10to10" run at 36 -> 30
+    assert "### moving-digits — 36 → 30, 64×64 (protocol 10to10 with other lengths)" in render(
+        load_results(tmp_path)[0], "md")
