@@ -16,7 +16,7 @@ from torch.utils.data import Subset
 from . import __version__
 from .config import Overrides, config_to_dict, identity_dict
 from .costs import measure_costs
-from .data import VideoDataset
+from .data import SPLITS, VideoDataset
 from .errors import UserError
 from .evaluation import evaluate
 from .perceptual import PerceptualMetrics
@@ -198,7 +198,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
         "costs": costs,
     }
     problems = dataset.problems()  # files a split lost (corrupt, truncated): counted, never silently dropped
-    result["data"] = {"left_out": {split: sum(p.split == split for p in problems) for split in ("train", "val", "test")},
+    result["data"] = {"left_out": {split: sum(p.split == split for p in problems) for split in SPLITS},
                       "problems": [dataclasses.asdict(p) for p in problems]}
     run.write_result(result)
     mean = scores["mean"]

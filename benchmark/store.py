@@ -40,6 +40,10 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     _atomic_write(path, write)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def save_checkpoint_atomic(path: Path, obj: dict) -> None:
     _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 

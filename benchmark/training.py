@@ -159,13 +159,18 @@ class TrainSummary:
 SELECTED_ON_LOSS = "validation loss (the predictor's validation_loss, e.g. negative ELBO per frame)"
 
 
+def selects_on_own_loss(model: Predictor) -> bool:
+    """Whether checkpoints are selected on the predictor's `validation_loss` rather than validation MSE."""
+    return type(model).validation_loss is not Predictor.validation_loss
+
+
 @torch.no_grad()
 def mean_validation_loss(model: Predictor, split: Dataset, *, device: torch.device, precision: Precision,
                          batch_size: int, workers: int) -> float | None:
     """The mean over `split` of the predictor's `validation_loss`, or None when it selects on MSE.
     Random draws inside it (posterior samples) come from a fixed seed in a forked RNG, so every validation
     sees the same draws and training's random stream is untouched (resumed runs stay exact)."""
-    if type(model).validation_loss is Predictor.validation_loss:
+    if not selects_on_own_loss(model):
         return None
     was_training = model.training
     model.eval()
@@ -262,7 +267,7 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
                 tic = time.perf_counter()
                 save_last(done)
     run.log({"event": "done", "iteration": cfg.max_iterations, "best_iteration": best_iteration})
-    selected_on = "validation MSE" if type(model).validation_loss is Predictor.validation_loss else SELECTED_ON_LOSS
+    selected_on = SELECTED_ON_LOSS if selects_on_own_loss(model) else "validation MSE"
     return TrainSummary(cfg.max_iterations, best_iteration, best_mse, len(val_subset), round(wall, 3), start,
                         selected_on, best_score)
 

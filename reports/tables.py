@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Callable, Literal
 import pandas as pd
 
 from vpbench.errors import UserError
+from vpbench.store import write_text_atomic
 
 Format = Literal["md", "csv", "json"]
 
@@ -372,6 +372,10 @@ class _Notes:
         return self.marks[text]
 
 
+def _escape(text: object) -> str:
+    return str(text).replace("|", "\\|")  # a literal | would split a markdown cell
+
+
 def _cell_text(value: float, fmt: Callable[[float], str]) -> str:
     if pd.isna(value):
         return "—"
@@ -418,12 +422,11 @@ def _table(runs: pd.DataFrame) -> list[str]:
             cells.at[i, c.header] = "not measured" + notes.mark(f"{KNOWN.get(c.metric, (c.metric,))[0]} not measured: {reason}")
     header = ["predictor", "seeds", *cells.columns]
     body = [[label, str(seeds), *row] for label, seeds, row in zip(labels, rows["seeds"], cells.itertuples(False))]
-    esc = lambda s: str(s).replace("|", "\\|")
     size = "×".join(str(first[k]) for k in ("height", "width")) + ("" if first["channels"] == 1 else f"×{first['channels']}")
     lines = [f"### {first['dataset']} — {_protocol_title(first, size)}", "",
-             "| " + " | ".join(map(esc, header)) + " |",
+             "| " + " | ".join(map(_escape, header)) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-             *("| " + " | ".join(map(esc, r)) + " |" for r in body), ""]
+             *("| " + " | ".join(map(_escape, r)) + " |" for r in body), ""]
     lines += [f"{mark} {text}" for text, mark in notes.marks.items()]
     if (rows["seeds"] > 1).any():
         lines.append("Rows with seeds > 1 show the mean over those seeds.")
@@ -481,7 +484,7 @@ def _curve_table(rows: pd.DataFrame, labels: list[str], future: int) -> list[str
         lines += ["", f"{name}{arrow} per predicted step:", "",
                   "| predictor | " + " | ".join(f"t+{t}" for t in steps) + " |",
                   "|---|" + "---:|" * len(steps),
-                  *("| " + " | ".join([label.replace("|", "\\|"), *(col[i] for col in columns)]) + " |"
+                  *("| " + " | ".join([_escape(label), *(col[i] for col in columns)]) + " |"
                     for i, label in enumerate(labels))]
     return lines
 
@@ -521,9 +524,9 @@ def write_report(runs_dir: Path, out: Path | None = None, fmt: Format = "md",
     text = render(frame, fmt)
     if out is not None:
         out = Path(out)
-        _write_atomic(out, text)
+        write_text_atomic(out, text)
         if fmt == "md":  # the figures' data: every run's whole per-step curves
-            _write_atomic(curves_path(out), curves(frame).to_csv(index=False))
+            write_text_atomic(curves_path(out), curves(frame).to_csv(index=False))
     return text
 
 
@@ -539,13 +542,3 @@ def curves(frame: pd.DataFrame) -> pd.DataFrame:
                for _, run in frame.iterrows() for metric, values in run["per_step"].items()
                for step, value in enumerate(values, start=1)]
     return pd.DataFrame(records, columns=[*keys, "metric", "step", "value"])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory, so os.replace is atomic
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
