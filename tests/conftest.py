@@ -15,8 +15,13 @@ TINY = ["--set", "convlstm.num_layers=1", "--set", "convlstm.num_hidden=8", "--s
         "--set", "data.test_size=16"]
 
 
+# Tests never judge speed (that is benchmarks/' job): a time limit only stops a hung command, and it is
+# generous enough for a heavily loaded two-core machine.
+HANG_GUARD_SECONDS = 3600
+
+
 def run_bench(*args: str, cwd: Path, env: dict | None = None, check: bool = True,
-              timeout: float = 300) -> subprocess.CompletedProcess:
+              timeout: float = HANG_GUARD_SECONDS) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "VPBENCH_THREADS": "2", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "vpbench", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)

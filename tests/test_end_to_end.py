@@ -1,12 +1,13 @@
 """The documented workflow on the embedded dataset: run, then report."""
 import json
 
+import pytest
 from conftest import run_bench
 
 
+@pytest.mark.slow  # minutes on two cores: `pytest -m "not slow"` skips it, the default command runs it
 def test_quick_run_then_report_convlstm_beats_copy_last(tmp_path):
-    run_bench("run", "--models", "convlstm,copy-last", "--dataset", "moving-digits", "--quick", "--out", "R",
-              cwd=tmp_path, timeout=1800)
+    run_bench("run", "--models", "convlstm,copy-last", "--dataset", "moving-digits", "--quick", "--out", "R", cwd=tmp_path)
     report = run_bench("report", "--runs", "R", "--out", "report.md", cwd=tmp_path).stdout
     rows = [line for line in report.splitlines() if line.startswith("| convlstm") or line.startswith("| copy-last")]
     assert len(rows) == 2, report

@@ -226,12 +226,13 @@ def test_bench_data_prepare_check_info(kth_root, tmp_path, monkeypatch):
     assert data("check", "kth", "--root", str(copy), "--fast").exit_code == 0  # sizes only: same size
 
 
+@pytest.mark.slow
 def test_kth_quick_run_end_to_end(kth_root, tmp_path):
     run_bench("run", "--models", "convlstm,copy-last", "--dataset", "kth", "--quick", "--out", "R",
               "--set", f"data.root={kth_root / 'root'}", "--set", "data.height=32", "--set", "data.width=32",
               "--set", "data.future=5", "--set", "convlstm.num_layers=1", "--set", "convlstm.num_hidden=8",
               "--set", "convlstm.filter_size=3", "--set", "batch_size=4", "--set", "convlstm.quick_iterations=20",
-              cwd=tmp_path, timeout=300)
+              cwd=tmp_path)
     results = {r["predictor"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "R").rglob("result.json"))}
     assert set(results) == {"convlstm", "copy-last"}
     for result in results.values():

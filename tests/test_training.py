@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import TINY, run_bench
+from conftest import HANG_GUARD_SECONDS, TINY, run_bench
 from vpbench.config import Overrides
 from vpbench.registry import DATASETS
 from vpbench.runner import RunSettings, run_models
@@ -29,7 +29,7 @@ def test_sigkill_during_training_then_rerun_resumes_and_matches_an_uninterrupted
     proc = subprocess.Popen([sys.executable, "-m", "vpbench", "run", *RESUMABLE], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = tmp_path / "R" / "moving-digits" / "convlstm"
-    deadline = time.time() + 240
+    deadline = time.time() + HANG_GUARD_SECONDS
     killed_at = None
     while time.time() < deadline and proc.poll() is None:
         lasts = list(root.glob("*/checkpoints/last.pt"))
