@@ -12,7 +12,7 @@ import typer
 from .config import Overrides, load_config_file, parse_set_options
 from .errors import UserError
 from .progress import console
-from .registry import DATASETS, PREDICTORS, load_plugin
+from .registry import PREDICTORS, load_plugin
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="vpbench: train and evaluate video predictors on one protocol, then report.")
@@ -49,27 +49,30 @@ PluginOpt = typer.Option(None, "--plugin", help="Python file that registers pred
 
 
 @app.command("list")
-def list_cmd(what: ListWhat = typer.Argument(ListWhat.all), plugin: Optional[List[Path]] = PluginOpt) -> None:
+def list_cmd(what: ListWhat = typer.Argument(ListWhat.all), plugin: Optional[List[Path]] = PluginOpt,
+             verbose: bool = typer.Option(False, "--verbose", "-v", help="Also every setting (type, default, "
+                                          "help) and every preset or protocol.")) -> None:
     """List registered predictors and datasets, one line each."""
+    from .listing import dataset_lines, predictor_lines
+
     _load_plugins(plugin)
     if what in (ListWhat.predictors, ListWhat.all):
         if what is ListWhat.all:
             print("predictors:")
-        for name, cls in PREDICTORS.classes().items():
-            presets = f"  [presets: {', '.join(cls.presets)}]" if cls.presets else ""
-            print(f"  {name:<16}{cls.summary()}{presets}")
+        print("\n".join(predictor_lines(verbose)))
     if what in (ListWhat.datasets, ListWhat.all):
         if what is ListWhat.all:
             print("datasets:")
-        for name, cls in DATASETS.classes().items():
-            print(f"  {name:<16}{cls.summary()}  [protocols: {', '.join(cls.protocols)}]")
+        print("\n".join(dataset_lines(verbose)))
 
 
 def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_: Optional[List[str]],
              config: Optional[Path], plugin: Optional[List[Path]], context: Optional[int], horizon: Optional[int],
              precision: Precision, **settings: object) -> list[dict]:
+    from .cpu import set_threads
     from .runner import RunSettings, run_models  # torch import deferred: `bench list --help` stays fast
 
+    set_threads()
     _load_plugins(plugin)
     names = _split_names(models)
     # Scopes may name any registered predictor, so one config file can serve runs of different subsets.
@@ -159,8 +162,10 @@ def profile(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Option
             warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs first."),
             json_: bool = typer.Option(False, "--json", help="A JSON list with one object per predictor.")) -> None:
     """Params, FLOPs, inference time and peak memory at batch 1, without training (weights are random)."""
+    from .cpu import set_threads
     from .profiling import profile_models, render_profiles
 
+    set_threads()
     _load_plugins(plugin)
     known = set(PREDICTORS.names())
     overrides = load_config_file(config, known) if config is not None else Overrides()
@@ -215,10 +220,9 @@ app.add_typer(_data_app, name="data")
 
 def main() -> None:
     try:
-        from .cpu import keep_freed_memory_for_reuse, set_threads
+        from .cpu import keep_freed_memory_for_reuse
 
-        keep_freed_memory_for_reuse()
-        set_threads()
+        keep_freed_memory_for_reuse()  # torch threads are set by the commands that compute, after option parsing
         app()  # standalone: typer reports usage errors itself with exit code 2
     except UserError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)

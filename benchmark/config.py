@@ -21,35 +21,76 @@ from .errors import UserError
 C = TypeVar("C")
 
 
-def iterations(default: int) -> Any:
+def setting(default: Any, help: str = "", **metadata: Any) -> Any:
+    """A config field with its `help`, shown by `bench list predictors --verbose`."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+def iterations(default: int, help: str = "") -> Any:
     """A field counted in training iterations: `--quick` shrinks it with the schedule."""
-    return field(default=default, metadata={"iterations": True})
+    return setting(default, help, iterations=True)
 
 
-def bookkeeping(default: Any) -> Any:
+def bookkeeping(default: Any, help: str = "") -> Any:
     """A field that does not change what is learned or measured: left out of the run identity."""
-    return field(default=default, metadata={"identity": False})
+    return setting(default, help, identity=False)
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings every trainable predictor has. Predictor configs extend it."""
+    """Every setting the harness reads from a predictor's config. Predictor configs extend it (a
+    subclass may change a default, keeping the field's type); non-trainable predictors use it as is."""
 
-    batch_size: int = 8
-    lr: float = 1e-3
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    weight_decay: float = 0.0
-    lr_schedule: Literal["constant", "cosine", "exponential", "onecycle"] = "constant"
-    lr_gamma: float = 0.9  # exponential: multiply by gamma every lr_step_every iterations
-    lr_step_every: int = iterations(2000)
-    max_iterations: int = iterations(80000)
-    quick_iterations: int = 300
-    grad_clip: float = 0.0  # max global grad norm; 0 = off
-    val_every: int = iterations(5000)
-    val_sequences: int = 256  # sequences of the validation split scored for checkpoint selection
-    train_horizon: int = 0  # frames predicted in training (0: the protocol's); tests roll out the whole horizon
-    checkpoint_every: int = bookkeeping(500)
-    eval_batch_size: int = bookkeeping(16)
+    batch_size: int = setting(8, "clips per training step")
+    lr: float = setting(1e-3, "learning rate (the peak rate for onecycle)")
+    optimizer: Literal["adam", "adamw", "sgd"] = setting("adam", "adam, adamw, or sgd with momentum 0.9")
+    adam_beta1: float = setting(0.9, "adam/adamw first-moment decay (beta2 is 0.999)")
+    adam_eps: float = setting(1e-8, "adam/adamw epsilon")
+    weight_decay: float = setting(0.0, "weight decay of the optimizer")
+    lr_schedule: Literal["constant", "cosine", "exponential", "onecycle"] = setting(
+        "constant", "constant; cosine to 0 over max_iterations; exponential steps (lr_gamma, lr_step_every, "
+        "lr_decay_start); onecycle over max_iterations")
+    lr_gamma: float = setting(0.9, "exponential: multiply the rate by this every lr_step_every iterations")
+    lr_step_every: int = iterations(2000, "exponential: iterations between two decays")
+    lr_decay_start: int = iterations(0, "exponential: decays follow only iterations from this one on (0: all)")
+    max_iterations: int = iterations(80000, "training iterations (batches)")
+    quick_iterations: int = setting(300, "--quick trains at most this many iterations, every iteration-counted "
+                                         "setting shrunk alike")
+    grad_clip: float = setting(0.0, "max global gradient norm per optimizer step; 0: off")
+    val_every: int = iterations(5000, "iterations between validations (checkpoint selection)")
+    val_sequences: int = setting(256, "sequences of the validation split scored for checkpoint selection")
+    train_horizon: int = setting(0, "frames predicted in training (0: the protocol's future); tests always "
+                                    "roll out the whole horizon")
+    checkpoint_every: int = bookkeeping(500, "iterations between resumable checkpoints")
+    eval_batch_size: int = bookkeeping(16, "sequences per batch in validation and test")
+
+
+@dataclass
+class StochasticConfig(TrainConfig):
+    """The config base of stochastic predictors."""
+
+    eval_samples: int = setting(1, "samples drawn per test sequence (--samples overrides it)")
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+def describe_fields(config_class: type) -> list[FieldDoc]:
+    """Name, type, default and help of each field; the help of a field whose default a subclass
+    changed comes from the class that declared it first."""
+    hints = typing.get_type_hints(config_class)
+    docs = []
+    for f in fields(config_class):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        helps = (vars(k).get("__dataclass_fields__", {}).get(f.name) for k in config_class.__mro__)
+        text = next((h.metadata.get("help") for h in helps if h is not None and h.metadata.get("help")), "")
+        docs.append(FieldDoc(f.name, _type_name(hints[f.name]), default, text))
+    return docs
 
 
 def _type_name(tp: Any) -> str:
@@ -60,6 +101,8 @@ def _type_name(tp: Any) -> str:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "None"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -158,7 +201,8 @@ def shrink_schedule(config: C) -> C:
     if not isinstance(config, TrainConfig):
         return config
     factor = min(1.0, config.quick_iterations / config.max_iterations)
-    changes = {f.name: max(1, round(getattr(config, f.name) * factor))
+    # 0 stays 0: it means "off" (lr_decay_start), not "one iteration".
+    changes = {f.name: max(1, round(value * factor)) if (value := getattr(config, f.name)) else 0
                for f in fields(config) if f.metadata.get("iterations")}
     # Checkpoint selection on a small validation subset keeps quick runs quick.
     return replace(config, val_sequences=min(config.val_sequences, 64), **changes)

@@ -5,8 +5,6 @@ import ctypes
 import os
 import sys
 
-import torch
-
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
@@ -33,6 +31,8 @@ def keep_freed_memory_for_reuse() -> None:
 def set_threads() -> int:
     """Torch threads: VPBENCH_THREADS or every core. Set explicitly because some dependencies
     (Ultralytics) pin OMP_NUM_THREADS=1 when they are imported."""
+    import torch  # here, not at the top: `bench --help` must not pay for torch
+
     threads = int(os.environ.get("VPBENCH_THREADS") or os.cpu_count() or 1)
     torch.set_num_threads(threads)
     return threads

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from torch.utils.data import Dataset
 
-from .config import apply_overrides
+from .config import apply_overrides, setting
 from .errors import UserError
 from .spec import VideoSpec
 
@@ -52,10 +52,10 @@ class DataProblem:
 class DatasetConfig:
     """Options every dataset accepts. `None` keeps the protocol's value."""
 
-    context: int | None = None
-    future: int | None = None
-    height: int | None = None
-    width: int | None = None
+    context: int | None = setting(None, "frames given, --context (default: the protocol's)")
+    future: int | None = setting(None, "frames predicted, --horizon (default: the protocol's)")
+    height: int | None = setting(None, "frame height (default: the protocol's)")
+    width: int | None = setting(None, "frame width (default: the protocol's)")
 
 
 class VideoDataset:

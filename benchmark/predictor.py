@@ -1,13 +1,18 @@
-"""The predictor contract every plugin implements, and how one is built from a name."""
+"""The predictor contract every plugin implements, and the one way a predictor is built from its name.
+
+Registration checks the contract (`registration.py`); `resolve_config` + `ResolvedConfig.build` (together:
+`create_predictor`) are how the runner, the profiler and the tests construct every model.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import TrainConfig, apply_overrides, shrink_schedule
+from .config import StochasticConfig, TrainConfig, apply_overrides, shrink_schedule
 from .errors import UserError
 from .registry import PREDICTORS
 from .spec import VideoSpec
@@ -17,19 +22,19 @@ if TYPE_CHECKING:
 
 
 class Predictor(nn.Module):
-    """A video predictor: `forward(context, future)` maps [B, Tc, C, H, W] in [0, 1] to [B, future, C, H, W].
+    """A video predictor: `forward(context, future)` maps [B, Tc, C, H, W] in [0, 1] to [B, future, C, H, W]
+    in [0, 1]: `future` frames, closed loop (it never sees the frames it predicts).
 
-    Subclasses set `Config` (a dataclass extending `TrainConfig`) and `presets` (dataset preset
-    name -> overrides, the papers' settings), and register with `@register_predictor("name")`.
+    Subclasses set `Config` (a dataclass extending `TrainConfig`: every setting, with defaults) and
+    `presets` (preset name, usually a dataset name, -> overrides of Config fields: the papers' settings),
+    and register with `@register_predictor("name")`, which checks all of this.
     """
 
     registry_name: ClassVar[str]
     Config: ClassVar[type] = TrainConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     trainable: ClassVar[bool] = True
-    # Stochastic predictors draw samples: `forward(context, future, samples=N, generator=g)` returns
-    # [B, N, future, C, H, W] (one sample [B, future, ...] when samples is None), every draw from `g`.
-    stochastic: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False  # True: subclass StochasticPredictor
 
     def __init__(self, spec: VideoSpec, config: Any) -> None:
         super().__init__()
@@ -80,16 +85,37 @@ class Predictor(nn.Module):
         return []
 
 
+class StochasticPredictor(Predictor):
+    """A predictor that draws samples. `forward(context, future, samples=N, generator=g)` returns
+    [B, N, future, C, H, W] (one sample [B, future, C, H, W] when samples is None), every random draw
+    from `g`, so that a seeded evaluation is repeatable. Its Config extends `StochasticConfig`."""
+
+    Config: ClassVar[type] = StochasticConfig
+    stochastic: ClassVar[bool] = True
+
+    def forward(self, context: Tensor, future: int, samples: int | None = None,
+                generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class ResolvedConfig:
+    """A predictor class with its config resolved: `build(spec)` makes the model."""
+
+    predictor: type[Predictor]
     config: Any
     preset: str | None
 
+    def build(self, spec: VideoSpec) -> Predictor:
+        return self.predictor(spec, self.config)
 
-def resolve_config(cls: type[Predictor], preset_keys: tuple[str, ...], overrides: Mapping[str, Any] | None = None,
-                   *, preset: str | None = None, quick: bool = False) -> ResolvedConfig:
+
+def resolve_config(predictor: str | type[Predictor], preset_keys: tuple[str, ...] = (),
+                   overrides: Mapping[str, Any] | None = None, *, preset: str | None = None,
+                   quick: bool = False) -> ResolvedConfig:
     """Defaults, then the first preset this predictor defines among `preset_keys` (or the one named),
     then user overrides, then the quick schedule."""
+    cls = PREDICTORS.get(predictor) if isinstance(predictor, str) else predictor
     if preset is not None and preset not in cls.presets:
         raise UserError(f"predictor {cls.registry_name!r} has no preset {preset!r}; "
                         f"presets: {', '.join(cls.presets) or 'none'}")
@@ -100,15 +126,17 @@ def resolve_config(cls: type[Predictor], preset_keys: tuple[str, ...], overrides
     config = apply_overrides(config, overrides or {}, f"predictor {cls.registry_name}")
     if quick:
         config = shrink_schedule(config)
-    return ResolvedConfig(config, chosen)
+    return ResolvedConfig(cls, config, chosen)
 
 
-def create_predictor(name: str, spec: VideoSpec, *, preset: str | None = None, preset_keys: tuple[str, ...] = (),
-                     **overrides: Any) -> Predictor:
-    """Build a registered predictor by name, timm-style: `create_predictor("convlstm", spec, num_hidden=64)`."""
-    cls = PREDICTORS.get(name)
-    resolved = resolve_config(cls, preset_keys, overrides, preset=preset)
-    return cls(spec, resolved.config)
+def create_predictor(predictor: str | type[Predictor], spec: VideoSpec, *, preset: str | None = None,
+                     preset_keys: tuple[str, ...] = (), overrides: Mapping[str, Any] | None = None,
+                     quick: bool = False, **settings: Any) -> Predictor:
+    """Build a registered predictor, timm-style: `create_predictor("convlstm", spec, num_hidden=64)`.
+    Its config is `model.config`; callers that need the config or the chosen preset before building
+    (the runner names a run by them) call `resolve_config(...)` and then `.build(spec)`."""
+    return resolve_config(predictor, preset_keys, {**(overrides or {}), **settings}, preset=preset,
+                          quick=quick).build(spec)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -28,7 +28,7 @@ def profile_models(models: list[str], dataset_name: str, protocol: str | None, o
         resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
                                   preset=preset if preset in cls.presets else None)
         torch.manual_seed(seed)
-        model = cls(dataset.spec, resolved.config).to(torch_device)
+        model = resolved.build(dataset.spec).to(torch_device)
         costs = measure_costs(model, clip, torch_device, describe_device(torch_device), warmup=warmup,
                               repeats=repeats, precision=precision)
         records.append({"predictor": cls.registry_name, "dataset": dataset.registry_name,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import TrainConfig, iterations
+from .config import TrainConfig, iterations, setting
 from .errors import UserError
 from .predictor import Predictor
 from .spec import VideoSpec
@@ -19,12 +19,14 @@ from .spec import VideoSpec
 
 @dataclass
 class RecurrentConfig(TrainConfig):
-    patch_size: int = 4
-    scheduled_sampling: bool = True
-    sampling_start: float = 1.0
-    # Probability of feeding ground truth falls linearly from sampling_start to 0 at this iteration
-    # (thuml's `sampling_changing_rate` = sampling_start / sampling_stop_iter).
-    sampling_stop_iter: int = iterations(50000)
+    """What `RecurrentPredictor` reads, on top of `TrainConfig`."""
+
+    patch_size: int = setting(4, "frames are cut into patch_size x patch_size patches stacked as channels")
+    scheduled_sampling: bool = setting(True, "feed ground truth at future steps in training with a falling "
+                                             "probability")
+    sampling_start: float = setting(1.0, "scheduled sampling: the probability at iteration 0")
+    # thuml's `sampling_changing_rate` = sampling_start / sampling_stop_iter.
+    sampling_stop_iter: int = iterations(50000, "scheduled sampling: the probability falls linearly to 0 here")
 
 
 def patchify(frames: Tensor, patch: int) -> Tensor:

@@ -138,7 +138,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     fingerprint = dataset.fingerprint()
     if fingerprint is not None:  # other files under the same root are other data: a new run, not a skip
         identity["data_fingerprint"] = fingerprint
-    samples = (settings.samples or getattr(resolved.config, "eval_samples", 1)) if cls.stochastic else 1
+    samples = (settings.samples or resolved.config.eval_samples) if cls.stochastic else 1
     if cls.stochastic:
         identity["samples"] = samples
     if settings.checkpoint is not None:
@@ -151,7 +151,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     run.prepare(force=settings.force)
 
     torch.manual_seed(settings.seed)
-    model = cls(dataset.spec, resolved.config).to(device)
+    model = resolved.build(dataset.spec).to(device)
     train_summary = None
     if cls.trainable and settings.checkpoint is None and mode in ("run", "train"):
         train_summary = train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed,

@@ -35,10 +35,7 @@ class TrainingDiverged(UserError):
 def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if cfg.optimizer in kinds:
-        # A predictor config may set `adam_beta1` (HKO-7's encoder-forecasters train with 0.5) and
-        # `adam_eps` (CW-VAE's reference uses 1e-4).
-        betas = (getattr(cfg, "adam_beta1", 0.9), 0.999)
-        return kinds[cfg.optimizer](params, lr=cfg.lr, betas=betas, eps=getattr(cfg, "adam_eps", 1e-8),
+        return kinds[cfg.optimizer](params, lr=cfg.lr, betas=(cfg.adam_beta1, 0.999), eps=cfg.adam_eps,
                                     weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
@@ -56,9 +53,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_iterations)
     if cfg.lr_schedule == "exponential":
-        # A predictor config may delay the decay with `lr_decay_start` (STIP and STRPM decay only once
-        # scheduled sampling has ended).
-        start = getattr(cfg, "lr_decay_start", 0)
+        # STIP and STRPM decay only once scheduled sampling has ended.
+        start = cfg.lr_decay_start
         if start > 0:
             return torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lambda done: cfg.lr_gamma ** delayed_decays(done, start, cfg.lr_step_every))

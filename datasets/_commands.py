@@ -17,9 +17,12 @@ RootOpt = typer.Option(None, "--root", help="Prepared data folder; default $VPBE
 
 
 def _stored(name: str) -> type:
+    from vpbench.cpu import set_threads
     from vpbench.registry import DATASETS
 
     from ._stored import StoredDataset
+
+    set_threads()  # prepare and check decode frames with torch
 
     cls = DATASETS.get(name)
     if not issubclass(cls, StoredDataset):

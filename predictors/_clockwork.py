@@ -56,9 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import TrainConfig
+from vpbench.config import StochasticConfig
 from vpbench.errors import UserError
-from vpbench.predictor import Predictor
+from vpbench.predictor import StochasticPredictor
 from vpbench.spec import VideoSpec
 
 FRAME_SIZE = 64
@@ -68,7 +68,7 @@ DECODE_CHUNK = 36  # frames decoded together in a rollout
 
 
 @dataclass
-class ClockworkConfig(TrainConfig):
+class ClockworkConfig(StochasticConfig):
     # The reference's names (configs/base_config.yml), so its config files read across.
     levels: int = 3
     tmp_abs_factor: int = 6
@@ -235,13 +235,12 @@ MOVING_DIGITS = dict(levels=3, tmp_abs_factor=6, cell_stoch_size=8, cell_deter_s
 Observe = Callable[[int, int], Optional[Tensor]]
 
 
-class ClockworkPredictor(Predictor):
+class ClockworkPredictor(StochasticPredictor):
     """Base of CW-VAE and HTSRM. Subclasses change the hooks: the residual cells around the conv stacks
     (`make_encoder_cell`, `make_decoder_cell`), the context map inside each prior (`make_context_net`), the
     posterior (`residual_posterior`) and the level-feature skip (`feature_skip`)."""
 
     Config = ClockworkConfig
-    stochastic = True
     residual_posterior: ClassVar[bool] = False
     feature_skip: ClassVar[float] = 0.0  # level-l feature += feature_skip * level (l-1)'s feature
 

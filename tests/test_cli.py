@@ -9,8 +9,7 @@ import pytest
 from conftest import TINY
 
 PLUGIN = textwrap.dedent('''
-    from vpbench import register_predictor
-    from vpbench.predictor import Predictor
+    from vpbench import Predictor, register_predictor
 
     @register_predictor("{name}")
     class MeanOfLastTwo(Predictor):

@@ -46,6 +46,7 @@ def test_quick_schedule_scales_every_iteration_field_alike():
     assert (cfg.max_iterations, cfg.val_every, cfg.lr_step_every) == (100, 10, 20)
     assert cfg.checkpoint_every == 500  # bookkeeping, not schedule
     assert cfg.val_sequences <= 64
+    assert shrink_schedule(TrainConfig(lr_decay_start=0)).lr_decay_start == 0  # 0 is "off", not one iteration
 
 
 def test_bookkeeping_fields_stay_out_of_the_run_identity():

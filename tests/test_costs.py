@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from vpbench.cli import app
 from vpbench.cpu import set_threads
 from vpbench.costs import FAMILIES, count_flops, measure_costs
-from vpbench.predictor import Predictor, resolve_config
+from vpbench.predictor import Predictor, create_predictor
 from vpbench.registry import DATASETS, PREDICTORS
 from vpbench.spec import VideoSpec
 
@@ -27,9 +27,8 @@ def _context(spec: VideoSpec) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", PREDICTORS.names())
 def test_fvcore_and_torch_flop_counts_agree_for_every_registered_predictor(name):
-    cls = PREDICTORS.get(name)
     torch.manual_seed(0)
-    model = cls(SPEC, resolve_config(cls, ("moving-digits",)).config)
+    model = create_predictor(name, SPEC, preset_keys=("moving-digits",))
     flops = count_flops(model, _context(SPEC), SPEC.future)
     # Every counted operator is compared or left out with a named reason; the compared families agree.
     assert not flops.unexplained, flops.describe()
@@ -41,9 +40,8 @@ def test_fvcore_and_torch_flop_counts_agree_for_every_registered_predictor(name)
 
 
 def test_convlstm_mmnist_flops_and_params_match_a_hand_count():
-    cls = PREDICTORS.get("convlstm")
     spec = DATASETS.get("moving-digits").create(test_size=1).spec  # 64x64x1, 10 -> 10
-    model = cls(spec, resolve_config(cls, (), preset="mmnist").config)
+    model = create_predictor("convlstm", spec, preset="mmnist")
     # mmnist: patch 4 -> 16 channels on a 16x16 grid, 4 layers x 128 hidden, 5x5 filters, 1x1 head, no bias.
     grid, k, hidden, patch_ch = 16 * 16, 5 * 5, 128, 16
     conv_x0 = patch_ch * 4 * hidden * k * grid
@@ -112,8 +110,7 @@ def test_layer_norm_is_named_and_left_out_on_both_sides():
 
 
 def test_measured_costs_are_consistent():
-    cls = PREDICTORS.get("convlstm")
-    model = cls(SPEC, resolve_config(cls, ("moving-digits",)).config)
+    model = create_predictor("convlstm", SPEC, preset_keys=("moving-digits",))
     frozen = list(model.parameters())[-1].requires_grad_(False)
     clip = torch.rand(SPEC.length, 1, 64, 64)
     costs = measure_costs(model, clip, torch.device("cpu"), "cpu (test)", warmup=1, repeats=3)

@@ -1,0 +1,41 @@
+"""What `bench list` prints: one line per predictor or dataset, and with --verbose every setting."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from .config import describe_fields
+from .registry import DATASETS, PREDICTORS
+
+
+def _value(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _settings(config_class: type) -> Iterator[str]:
+    docs = describe_fields(config_class)
+    width = max((len(d.name) for d in docs), default=0)
+    for d in docs:
+        about = f"  # {d.help}" if d.help else ""
+        yield f"      {d.name:<{width}}  {d.type} = {_value(d.default)}{about}"
+
+
+def predictor_lines(verbose: bool = False) -> Iterator[str]:
+    for name, cls in PREDICTORS.classes().items():
+        presets = f"  [presets: {', '.join(cls.presets)}]" if cls.presets else ""
+        yield f"  {name:<16}{cls.summary()}{presets}"
+        if verbose:
+            kind = "stochastic" if cls.stochastic else "deterministic"
+            yield f"    {kind}, {'trainable' if cls.trainable else 'needs no training'}; settings (--set {name}.KEY=VALUE):"
+            yield from _settings(cls.Config)
+            for preset, values in cls.presets.items():
+                yield f"    preset {preset}: " + ", ".join(f"{k}={_value(v)}" for k, v in values.items())
+
+
+def dataset_lines(verbose: bool = False) -> Iterator[str]:
+    for name, cls in DATASETS.classes().items():
+        yield f"  {name:<16}{cls.summary()}  [protocols: {', '.join(cls.protocols)}]"
+        if verbose:
+            yield "    settings (--set data.KEY=VALUE):"
+            yield from _settings(cls.Config)
+            for p in cls.protocols.values():
+                yield f"    protocol {p.name}: {p.context} -> {p.future} frames, {p.channels}x{p.height}x{p.width}"
