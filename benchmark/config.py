@@ -190,10 +190,17 @@ def config_to_dict(config: Any) -> dict:
             for k, v in dataclasses.asdict(config).items()}
 
 
+# Settings the harness declared after run ids were first issued (before, a predictor declared them itself):
+# they enter a run's identity only when set away from the harness default, so earlier runs keep their ids.
+LATER_SETTINGS = {name: TrainConfig.__dataclass_fields__[name].default
+                  for name in ("adam_beta1", "adam_eps", "lr_decay_start")}
+
+
 def identity_dict(config: Any) -> dict:
     """The fields that change what a run learns or measures (used for the run id)."""
     full = config_to_dict(config)
-    return {f.name: full[f.name] for f in fields(config) if f.metadata.get("identity", True)}
+    return {f.name: full[f.name] for f in fields(config) if f.metadata.get("identity", True)
+            and not (f.name in LATER_SETTINGS and full[f.name] == LATER_SETTINGS[f.name])}
 
 
 def shrink_schedule(config: C) -> C:
