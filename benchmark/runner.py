@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import platform
 import time
 from dataclasses import dataclass, fields
@@ -17,6 +16,7 @@ from . import __version__
 from .config import Overrides, config_to_dict, identity_dict
 from .costs import measure_costs
 from .data import SPLITS, VideoDataset
+from .digest import sha256_file
 from .errors import UserError
 from .evaluation import evaluate
 from .perceptual import PerceptualMetrics
@@ -90,14 +90,6 @@ def check_shared_keys(classes: list[type[Predictor]], overrides: Overrides) -> N
         raise UserError(f"--set/--config key {unknown[0]!r} is not a setting of any of: {names}")
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _sampling_record(scores: dict) -> dict:
     """What a stochastic predictor's eval block adds: how its numbers were drawn and the best of N."""
     n = scores["samples"]
@@ -142,7 +134,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     if cls.stochastic:
         identity["samples"] = samples
     if settings.checkpoint is not None:
-        identity["checkpoint_sha256"] = _file_digest(settings.checkpoint)
+        identity["checkpoint_sha256"] = sha256_file(settings.checkpoint)[:16]
     run = RunDir(settings.out, dataset.registry_name, name, identity)
     existing = run.read_result()
     if existing is not None and not settings.force and mode != "train":

@@ -7,7 +7,6 @@ result then records its sha256 and the failed check, and the report marks the nu
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Callable, Literal
 
 import torch
 
+from .digest import sha256_file
 from .errors import UserError
 
 Source = Literal["explicit", "default location"]
@@ -68,14 +68,6 @@ class Resolution:
         assert self.path is not None and self.check is not None and self.sha256 is not None
         return {"file": str(self.path), "sha256": self.sha256, "source": self.source,
                 "verified": self.check.verified, "check": self.check.text}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_prefix_check(prefix: str, release: str) -> Callable[[Path, str], Check]:
@@ -164,7 +156,7 @@ def resolve(entry: WeightFile, given: str | Path | None = None) -> Resolution:
             path = next((d / named for d in entry.locations() if (d / named).is_file()), path)
         if not path.is_file():
             raise UserError(f"{how} {named}: file not found")
-        sha256 = sha256_of(path)
+        sha256 = sha256_file(path)
         check = entry.checker(path, sha256)
         if not check.usable:
             raise UserError(f"{how} {path}: {check.text}")
@@ -178,7 +170,7 @@ def resolve(entry: WeightFile, given: str | Path | None = None) -> Resolution:
         return Resolution(entry, entry.filename, problem=(
             f"weights missing: put {entry.filename} in {where}{hint}; "
             f"`bench weights fetch` downloads it on a machine with internet"))
-    sha256 = sha256_of(path)
+    sha256 = sha256_file(path)
     check = entry.checker(path, sha256)
     resolution = Resolution(entry, entry.filename, path, "default location", sha256, check)
     if check.verified:
@@ -233,6 +225,6 @@ def fetch(keys: list[str], names: dict[str, str] | None = None, mirror: str | No
             torch.hub.download_url_to_file(url, str(target), hash_prefix=entry.fetch_hash_prefix, progress=False)
         except Exception as exc:  # network errors and the hash check alike: say which file and why
             raise UserError(f"{key}: fetching {url} failed: {exc}") from None
-        check = entry.checker(target, sha256_of(target))
+        check = entry.checker(target, sha256_file(target))
         lines.append(f"{key}: {url} -> {target} ({check.text})")
     return lines

@@ -27,6 +27,7 @@ from vpbench import weights  # noqa: E402
 from vpbench.cli import app  # noqa: E402
 from vpbench.cpu import set_threads  # noqa: E402
 from vpbench.detection import Detector, DetectionMetrics, matched_count, ultralytics_settings  # noqa: E402
+from vpbench.digest import sha256_file  # noqa: E402
 from vpbench.errors import UserError  # noqa: E402
 from vpbench.lpips_metric import lpips_distance  # noqa: E402
 from vpbench.perceptual import PerceptualMetrics  # noqa: E402
@@ -112,7 +113,7 @@ def test_canonical_name_with_another_checksum_is_not_measured(alexnet):
 
 def test_a_file_with_the_release_checksum_is_used_without_vouching(alexnet):
     # The release file cannot be had here; an entry whose release checksum is this file's stands in for it.
-    sha = weights.sha256_of(alexnet)
+    sha = sha256_file(alexnet)
     entry = dataclasses.replace(weights.ALEXNET, checker=weights.sha256_prefix_check(sha[:8], "a test release"))
     res = weights.resolve(entry)
     assert res.usable and res.check.verified and res.source == "default location" and res.sha256 == sha
@@ -125,7 +126,7 @@ def test_vouched_lpips_equals_the_lpips_package_on_the_same_weights(alexnet, mon
     built = PerceptualMetrics().build(SPEC, CPU)
     assert "lpips" not in built.not_measured
     record = built.weights["lpips-alexnet"]
-    assert record["file"] == str(alexnet) and record["sha256"] == weights.sha256_of(alexnet)
+    assert record["file"] == str(alexnet) and record["sha256"] == sha256_file(alexnet)
     assert record["source"] == "explicit" and record["verified"] is False and "checksum mismatch" in record["check"]
     assert built.weights["lpips-linear"]["verified"] is True
 
@@ -265,7 +266,7 @@ def test_eval_with_vouched_weights_records_lpips_and_detection(tmp_path, torch_h
     assert len(ev["per_step"]["lpips"]) == 2 and ev["mean"]["lpips"] > 0
     assert {"det_conf", "det_high", "det_precision", "det_recall", "det_conf_gt", "det_high_gt"} <= set(ev["mean"])
     assert ev["detection"]["frames"] == 2 and ev["detection"]["detections_gt"] > 0
-    assert ev["weights"]["yolo"]["sha256"] == weights.sha256_of(yolo_file)
+    assert ev["weights"]["yolo"]["sha256"] == sha256_file(yolo_file)
     assert not ev["weights"]["yolo"]["verified"] and not ev["weights"]["lpips-alexnet"]["verified"]
     assert "LPIPS↓ mean" in report and "det conf↑ mean" in report
     assert "lpips-alexnet weights vouched for by the user" in report and "yolo weights vouched for" in report
