@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .evaluation import autocast
+from .precision import autocast
 from .predictor import Predictor, count_parameters
 
 # Operators fvcore counts and torch.utils.flop_counter does not, with the reason; their FLOPs are excluded

@@ -1,7 +1,6 @@
 """One evaluation loop: closed-loop rollouts over a split, metrics per predicted time step."""
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Sequence
 
@@ -10,15 +9,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .metrics import HIGHER_IS_BETTER, score_frames
+from .precision import Precision, autocast
 from .predictor import Predictor
 from .sampling import SampleScores
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for fp16 / bf16 runs; nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def _sync(device: torch.device) -> None:
@@ -37,7 +30,7 @@ class _FrameScorer:
 
 
 @torch.no_grad()
-def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precision: str = "fp32",
+def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precision: Precision = "fp32",
              batch_size: int = 16, workers: int = 0, progress: object | None = None,
              extra_metrics: Sequence = (), samples: int = 1, seed: int = 0) -> dict:
     """Score `model` on every clip of `split`: the first `context` frames are given, the rest predicted.

@@ -20,11 +20,12 @@ from .digest import sha256_file
 from .errors import UserError
 from .evaluation import evaluate
 from .perceptual import PerceptualMetrics
+from .precision import Precision
 from .predictor import Predictor, resolve_config
 from .progress import console
 from .registry import DATASETS, PREDICTORS
 from .store import RESULT_SCHEMA, RunDir
-from .training import Precision, load_weights, train
+from .training import load_weights, train
 
 Mode = Literal["run", "train", "eval"]
 # --quick scores a prefix of the test split, and the result says so: 256 sequences, fewer (down to 32) when the
