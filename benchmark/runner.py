@@ -19,7 +19,7 @@ from .data import SPLITS, VideoDataset
 from .digest import sha256_file
 from .errors import UserError
 from .evaluation import evaluate
-from .perceptual import PerceptualMetrics
+from .metrics.suite import MetricSuite
 from .precision import Precision
 from .predictor import Predictor, resolve_config
 from .progress import console
@@ -113,12 +113,12 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
         raise UserError(f"checkpoint file not found: {settings.checkpoint}")
     device = resolve_device(settings.device)
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
-    perceptual = None if mode == "train" else PerceptualMetrics(settings.lpips_weights, settings.yolo_weights)
+    perceptual = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
     return [_run_one(cls, dataset, overrides, settings, device, mode, perceptual) for cls in classes]
 
 
 def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, settings: RunSettings,
-             device: torch.device, mode: Mode, perceptual: PerceptualMetrics | None = None) -> dict:
+             device: torch.device, mode: Mode, perceptual: MetricSuite | None = None) -> dict:
     name = cls.registry_name
     resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
                               preset=settings.preset if settings.preset in cls.presets else None,
@@ -166,7 +166,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
 
     test = dataset.split("test")
     scored = Subset(test, range(min(quick_test_sequences(dataset.spec.future), len(test)))) if settings.quick else test
-    extra = (perceptual or PerceptualMetrics()).build(dataset.spec, device)
+    extra = (perceptual or MetricSuite()).build(dataset.spec, device)
     tic = time.perf_counter()
     scores = evaluate(model, scored, device=device, precision=settings.precision,
                       batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics,

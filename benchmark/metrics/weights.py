@@ -15,8 +15,9 @@ from typing import Callable, Literal
 
 import torch
 
-from .digest import sha256_file
-from .errors import UserError
+from ..digest import sha256_file
+from ..errors import UserError
+from .yolo import model_of, read_checkpoint, ultralytics_settings
 
 Source = Literal["explicit", "default location"]
 
@@ -104,17 +105,26 @@ def _lpips_package_weights() -> list[Path]:
 
 
 def _yolo_locations() -> list[Path]:
-    from .detection import ultralytics_settings
-
     # Where Ultralytics itself finds a bare file name (its weights_dir and the working directory); fetched
     # files go to weights_dir, so that `YOLO("yolov5su.pt")` finds them too.
     return [Path(ultralytics_settings()["weights_dir"]), Path.cwd()]
 
 
 def _yolo_check(path: Path, sha256: str) -> Check:
-    from .detection import check_checkpoint
-
-    return check_checkpoint(path)
+    """An Ultralytics detection checkpoint that records its training (released weights keep `train_args`;
+    a model built from a yaml and saved untrained does not). YOLO releases publish no checksums."""
+    ckpt, error = read_checkpoint(path)
+    if ckpt is None:
+        return Check(False, f"not an Ultralytics checkpoint ({error})", usable=False)
+    model = model_of(ckpt)
+    task = getattr(model, "task", None)
+    if model is None or task != "detect":
+        return Check(False, f"not an Ultralytics detection model (task {task!r})", usable=False)
+    classes = len(getattr(model, "names", {}))
+    if not ckpt.get("train_args"):
+        return Check(False, f"checkpoint records no training (an untrained model?), {classes} classes")
+    return Check(True, f"trained Ultralytics detection checkpoint (train_args recorded), {classes} classes, "
+                       f"saved by ultralytics {ckpt.get('version', '?')}")
 
 
 _ALEXNET_PREFIX = "7be5be79"
