@@ -106,7 +106,6 @@ class Summary:
     figures: dict[str, dict[str, Any]]
     best_of_samples: dict[str, dict[str, Any]] | None
     sequences: int
-    samples: int
 
 
 class MetricSums:
@@ -134,5 +133,4 @@ class MetricSums:
         """Collective under torch.distributed: call it once on every rank."""
         totals = self.sums.totals()
         best = self.metric.summarise(totals.best, totals.sequences) if self.metric.every_sample else None
-        return Summary(self.metric.summarise(totals.mean, totals.sequences), best, totals.sequences,
-                       totals.samples or 0)
+        return Summary(self.metric.summarise(totals.mean, totals.sequences), best, totals.sequences)

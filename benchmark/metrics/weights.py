@@ -1,4 +1,4 @@
-"""Where the weight files of the perceptual metrics are looked for, how they are checked, how they are fetched.
+"""Where the weight files of LPIPS and detection are looked for, how they are checked, how they are fetched.
 
 Nothing is downloaded unless the user runs `bench weights fetch`. A metric whose weights are missing or fail
 their check is not measured (the result says why and where the file goes), never computed from something else.
