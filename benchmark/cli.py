@@ -189,7 +189,7 @@ def weights(action: WeightsAction = typer.Argument(WeightsAction.show, help="sho
                                                  "the official one (e.g. file:///media/weights).")) -> None:
     """Where each weight file (LPIPS backbone, YOLO) is looked for, whether it is there and valid; `fetch`
     downloads the missing ones (on a machine with internet)."""
-    from .weights import ENTRIES, fetch, status_lines
+    from .metrics.weights import ENTRIES, fetch, status_lines
 
     keys = only or list(ENTRIES)
     unknown = [k for k in keys if k not in ENTRIES]

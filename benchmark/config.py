@@ -223,9 +223,6 @@ class Overrides:
     per_predictor: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
 
-    def for_predictor(self, name: str) -> dict[str, Any]:
-        return {**self.everyone, **self.per_predictor.get(name, {})}
-
     def merge(self, other: "Overrides") -> "Overrides":
         per = {k: dict(v) for k, v in self.per_predictor.items()}
         for name, values in other.per_predictor.items():

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .evaluation import autocast
+from .precision import autocast
 from .predictor import Predictor, count_parameters
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import platform
 import time
 from dataclasses import dataclass, fields
@@ -17,14 +16,16 @@ from . import __version__
 from .config import Overrides, config_to_dict, identity_dict
 from .costs import measure_costs
 from .data import SPLITS, VideoDataset
+from .digest import sha256_file
 from .errors import UserError
 from .evaluation import evaluate
-from .perceptual import PerceptualMetrics
+from .metrics.suite import MetricSuite
+from .precision import Precision
 from .predictor import Predictor, resolve_config
 from .progress import console
 from .registry import DATASETS, PREDICTORS
 from .store import RESULT_SCHEMA, RunDir
-from .training import Precision, load_weights, train
+from .training import load_weights, train
 
 Mode = Literal["run", "train", "eval"]
 # --quick scores a prefix of the test split, and the result says so: 256 sequences, fewer (down to 32) when the
@@ -90,14 +91,6 @@ def check_shared_keys(classes: list[type[Predictor]], overrides: Overrides) -> N
         raise UserError(f"--set/--config key {unknown[0]!r} is not a setting of any of: {names}")
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _sampling_record(scores: dict) -> dict:
     """What a stochastic predictor's eval block adds: how its numbers were drawn and the best of N."""
     n = scores["samples"]
@@ -120,12 +113,12 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
         raise UserError(f"checkpoint file not found: {settings.checkpoint}")
     device = resolve_device(settings.device)
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
-    perceptual = None if mode == "train" else PerceptualMetrics(settings.lpips_weights, settings.yolo_weights)
+    perceptual = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
     return [_run_one(cls, dataset, overrides, settings, device, mode, perceptual) for cls in classes]
 
 
 def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, settings: RunSettings,
-             device: torch.device, mode: Mode, perceptual: PerceptualMetrics | None = None) -> dict:
+             device: torch.device, mode: Mode, perceptual: MetricSuite | None = None) -> dict:
     name = cls.registry_name
     resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
                               preset=settings.preset if settings.preset in cls.presets else None,
@@ -142,7 +135,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     if cls.stochastic:
         identity["samples"] = samples
     if settings.checkpoint is not None:
-        identity["checkpoint_sha256"] = _file_digest(settings.checkpoint)
+        identity["checkpoint_sha256"] = sha256_file(settings.checkpoint)[:16]
     run = RunDir(settings.out, dataset.registry_name, name, identity)
     existing = run.read_result()
     if existing is not None and not settings.force and mode != "train":
@@ -173,7 +166,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
 
     test = dataset.split("test")
     scored = Subset(test, range(min(quick_test_sequences(dataset.spec.future), len(test)))) if settings.quick else test
-    extra = (perceptual or PerceptualMetrics()).build(dataset.spec, device)
+    extra = (perceptual or MetricSuite()).build(dataset.spec, device)
     tic = time.perf_counter()
     scores = evaluate(model, scored, device=device, precision=settings.precision,
                       batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics,

@@ -11,7 +11,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -19,12 +19,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .config import TrainConfig, config_to_dict
 from .errors import UserError
-from .evaluation import autocast, evaluate
+from .evaluation import evaluate
+from .precision import Precision, autocast
 from .predictor import Predictor
 from .progress import progress_bar
 from .store import RunDir, load_checkpoint, save_checkpoint_atomic
 
-Precision = Literal["fp32", "bf16", "fp16"]
 CHECKPOINT_FORMAT = "vpbench-checkpoint-1"
 
 

@@ -2,7 +2,6 @@
 into a data root, and extracting downloaded archives without letting them write outside the target."""
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import shutil
@@ -10,7 +9,7 @@ import stat
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -18,7 +17,6 @@ from vpbench.errors import UserError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 SCRATCH_PREFIX = ".extract-"  # folder of a prepare run's extracted archives, inside the data root
-_BLOCK = 1 << 20
 
 
 class BadFile(UserError):
@@ -38,16 +36,6 @@ def load_npy(path: Path, hint: str = "") -> np.ndarray:
         raise BadFile(path, f"missing{hint}") from None
     except (ValueError, OSError) as exc:
         raise BadFile(path, f"truncated or not an .npy array ({exc}){hint}") from None
-
-
-def sha256_files(paths: Iterable[Path]) -> str:
-    """One digest over the contents of `paths` in order (a frame folder hashes as one sequence)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(_BLOCK), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def place(source: Path, target: Path) -> None:

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from vpbench.digest import sha256_files
 from vpbench.errors import UserError
 from vpbench.store import write_json_atomic
 
-from ._files import BadFile, load_npy, sha256_files
+from ._files import BadFile, load_npy
 from ._frames import yuv_frame_count
 
 MANIFEST = "manifest.json"

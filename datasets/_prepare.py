@@ -8,9 +8,10 @@ from typing import Callable
 
 import numpy as np
 
+from vpbench.digest import sha256_files
 from vpbench.progress import console
 
-from ._files import BadFile, place, sha256_files
+from ._files import BadFile, place
 from ._frames import image_size, is_image, natural_key, write_image
 from ._manifest import Manifest, Problem, Sequence
 from ._video import is_video, iter_frames, read_video

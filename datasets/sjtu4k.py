@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from vpbench.data import Protocol
+from vpbench.digest import sha256_files
 from vpbench.errors import UserError
 from vpbench.progress import console
 from vpbench.registry import register_dataset
 
-from ._files import BadFile, place, sha256_files, source_relative
+from ._files import BadFile, place, source_relative
 from ._frames import Matrix, yuv_frame_count
 from ._lists import copy_lists, plan_from_lists
 from ._manifest import Manifest, Sequence

@@ -17,6 +17,7 @@ from typing import Any, Callable, Literal
 import pandas as pd
 
 from vpbench.errors import UserError
+from vpbench.metrics.figures import HIGHER_IS_BETTER
 from vpbench.store import write_text_atomic
 
 Format = Literal["md", "csv", "json"]
@@ -63,24 +64,29 @@ def _bytes(v: float) -> str:
     return f"{v / 2**30:.2f} GiB" if abs(v) >= 2**30 else f"{v / 2**20:.1f} MiB"
 
 
+def _better(metric: str) -> str | None:
+    """How a metric's column is bolded, from the metric's own direction (None: a reference, never bolded)."""
+    return {True: "max", False: "min", None: None}[HIGHER_IS_BETTER[metric]]
+
+
 # name -> (header, better, formatter, stats shown; None marks a cost). Dict order is column order.
 # Metrics and costs missing here are still shown (after these), formatted with _sig4 and never bolded.
 KNOWN: dict[str, tuple[str, str | None, Callable[[float], str], tuple[str, ...] | None]] = {
-    "psnr": ("PSNR", "max", _fixed(2), STATS),
-    "ssim": ("SSIM", "max", _fixed(4), STATS),
-    "mse": ("MSE", "min", _sig4, ("mean",)),
+    "psnr": ("PSNR", _better("psnr"), _fixed(2), STATS),
+    "ssim": ("SSIM", _better("ssim"), _fixed(4), STATS),
+    "mse": ("MSE", _better("mse"), _sig4, ("mean",)),
     "params": ("params", "min", _human, None),
     "ms_per_sequence": ("ms/seq", "min", _ms, None),
-    "mae": ("MAE", "min", _sig4, ("mean",)),
-    "lpips": ("LPIPS", "min", _fixed(4), STATS),
+    "mae": ("MAE", _better("mae"), _sig4, ("mean",)),
+    "lpips": ("LPIPS", _better("lpips"), _fixed(4), STATS),
     # Detection on predicted frames (conf, detections >= 0.8 per frame, agreement with the ground-truth frames'
-    # detections) and on ground-truth frames: a reference equal for every predictor, so never bolded.
-    "det_conf": ("det conf", "max", _fixed(3), ("mean",)),
-    "det_high": ("det≥0.8/frame", "max", _fixed(2), ("mean",)),
-    "det_precision": ("det P", "max", _fixed(3), ("mean",)),
-    "det_recall": ("det R", "max", _fixed(3), ("mean",)),
-    "det_conf_gt": ("det conf GT", None, _fixed(3), ("mean",)),
-    "det_high_gt": ("det≥0.8/frame GT", None, _fixed(2), ("mean",)),
+    # detections) and on ground-truth frames: a reference equal for every predictor.
+    "det_conf": ("det conf", _better("det_conf"), _fixed(3), ("mean",)),
+    "det_high": ("det≥0.8/frame", _better("det_high"), _fixed(2), ("mean",)),
+    "det_precision": ("det P", _better("det_precision"), _fixed(3), ("mean",)),
+    "det_recall": ("det R", _better("det_recall"), _fixed(3), ("mean",)),
+    "det_conf_gt": ("det conf GT", _better("det_conf_gt"), _fixed(3), ("mean",)),
+    "det_high_gt": ("det≥0.8/frame GT", _better("det_high_gt"), _fixed(2), ("mean",)),
     "detection": ("detection", None, _sig4, ("mean",)),  # only ever not measured: one cell for all det_* figures
     "flops": ("FLOPs", "min", _human, None),
     "peak_memory_bytes": ("peak mem", "min", _bytes, None),

@@ -58,7 +58,7 @@ def test_bookkeeping_fields_stay_out_of_the_run_identity():
 def test_set_options_are_scoped_to_everyone_one_predictor_or_the_dataset():
     ov = parse_set_options(["lr=0.1", "convlstm.num_hidden=16", "data.height=96"], {"convlstm", "copy-last"})
     assert ov.everyone == {"lr": "0.1"}
-    assert ov.for_predictor("convlstm") == {"lr": "0.1", "num_hidden": "16"}
+    assert ov.per_predictor == {"convlstm": {"num_hidden": "16"}}
     assert ov.dataset == {"height": "96"}
     with pytest.raises(UserError, match="expects key=value"):
         parse_set_options(["lr"], set())

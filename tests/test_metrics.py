@@ -1,4 +1,4 @@
-"""vpbench.metrics must reproduce scikit-image's SSIM and PSNR; papers will quote these numbers."""
+"""vpbench.metrics.frame must reproduce scikit-image's SSIM and PSNR; papers will quote these numbers."""
 import json
 
 import numpy as np
@@ -7,7 +7,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from vpbench.metrics import HIGHER_IS_BETTER, METRICS, FrameMetrics, _ssim, psnr, ssim
+from vpbench.metrics.accumulate import MetricSums
+from vpbench.metrics.frame import METRICS, FrameMetric, _ssim, psnr, ssim
 
 TOL = 1e-4
 SHAPES = [(1, 64, 64), (3, 64, 64), (1, 48, 80), (3, 48, 80), (3, 11, 11), (1, 13, 29)]
@@ -145,7 +146,7 @@ def test_runs_on_cuda_with_same_values():
     assert torch.allclose(out.cpu(), ssim(pred.float(), target.float()), atol=1e-9)
 
 
-# ---------------------------------------------------------------- FrameMetrics
+# ---------------------------------------------------------------- per-step means over sequences
 
 def make_videos(b: int, t: int = 4, c: int = 3, h: int = 24, w: int = 20, seed: int = 0):
     """float32 [B, T, C, H, W] targets and predictions whose error grows with t."""
@@ -167,15 +168,25 @@ def reference_per_step(pred: torch.Tensor, target: torch.Tensor) -> dict[str, np
     return {m: v.mean(axis=0) for m, v in per_frame.items()}
 
 
+def frame_sums(batches, horizon: int = 4) -> MetricSums:
+    """The frame metrics summed as `evaluate` sums them, over batches of one sample per clip."""
+    sums = MetricSums(FrameMetric(), horizon)
+    for pred, target in batches:
+        sums.add(pred.unsqueeze(1), target)
+    return sums
+
+
+def summarised(sums: MetricSums) -> dict:
+    summary = sums.summary()
+    return {**summary.figures, "sequences": summary.sequences}
+
+
 def test_frame_metrics_match_independent_reference():
     batches = [make_videos(3, seed=0), make_videos(2, seed=1)]
-    fm = FrameMetrics(horizon=4)
-    for pred, target in batches:
-        fm.update(pred, target)
-    out = fm.compute()
+    out = summarised(frame_sums(batches))
     ref = reference_per_step(torch.cat([p for p, _ in batches]), torch.cat([t for _, t in batches]))
     assert out["sequences"] == 5
-    assert set(out["per_step"]) == set(out["mean"]) == set(METRICS) == set(HIGHER_IS_BETTER)
+    assert set(out["per_step"]) == set(out["mean"]) == set(METRICS) == set(FrameMetric().higher_is_better)
     for m in METRICS:
         assert out["per_step"][m] == pytest.approx(ref[m].tolist(), abs=TOL), m
         assert out["mean"][m] == pytest.approx(float(np.mean(out["per_step"][m])), abs=1e-12), m
@@ -184,47 +195,35 @@ def test_frame_metrics_match_independent_reference():
 
 def test_frame_metrics_identical_frames():
     x = torch.rand(2, 3, 1, 16, 16)
-    fm = FrameMetrics(horizon=3)
-    fm.update(x, x.clone())
-    out = fm.compute()
+    out = summarised(frame_sums([(x, x.clone())], horizon=3))
     assert out["per_step"]["psnr"] == pytest.approx([100.0] * 3)
     assert out["per_step"]["ssim"] == pytest.approx([1.0] * 3)
     assert out["mean"]["mse"] == 0.0 and out["mean"]["mae"] == 0.0
 
 
-def test_frame_metrics_errors_and_reset():
-    fm = FrameMetrics(horizon=4)
+def test_frame_metrics_errors():
     with pytest.raises(ValueError):
-        fm.compute()
+        frame_sums([]).summary()  # nothing scored
     pred, target = make_videos(2)
     for bad_pred, bad_target in [(pred, target[..., :-1]), (pred[:, :3], target[:, :3]), (pred[:, 0], target[:, 0])]:
         with pytest.raises(ValueError):
-            fm.update(bad_pred, bad_target)
-    fm.update(pred, target)
-    assert fm.compute()["sequences"] == 2
-    fm.reset()
-    with pytest.raises(ValueError):
-        fm.compute()
+            frame_sums([(bad_pred, bad_target)])
+    assert frame_sums([(pred, target)]).summary().sequences == 2
 
 
 def _dist_worker(rank: int, world: int, store: str, out_dir: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        fm = FrameMetrics(horizon=4)
-        for b, seed in [(3, 0), (2, 1), (1, 2)][rank::world]:  # uneven shards
-            fm.update(*make_videos(b, seed=seed))
+        shard = [make_videos(b, seed=seed) for b, seed in [(3, 0), (2, 1), (1, 2)][rank::world]]  # uneven shards
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
-            json.dump(fm.compute(), f)
+            json.dump(summarised(frame_sums(shard)), f)
     finally:
         torch.distributed.destroy_process_group()
 
 
 def test_sync_over_processes_equals_single_process(tmp_path):
     torch.multiprocessing.spawn(_dist_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
-    single = FrameMetrics(horizon=4)
-    for b, seed in [(3, 0), (2, 1), (1, 2)]:
-        single.update(*make_videos(b, seed=seed))
-    expected = single.compute()
+    expected = summarised(frame_sums([make_videos(b, seed=seed) for b, seed in [(3, 0), (2, 1), (1, 2)]]))
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert got["sequences"] == expected["sequences"] == 6

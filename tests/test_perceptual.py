@@ -23,13 +23,17 @@ os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="vpbench-test-y
 from typer.testing import CliRunner  # noqa: E402
 
 from conftest import run_bench  # noqa: E402
-from vpbench import weights  # noqa: E402
 from vpbench.cli import app  # noqa: E402
 from vpbench.cpu import set_threads  # noqa: E402
-from vpbench.detection import Detector, DetectionMetrics, matched_count, ultralytics_settings  # noqa: E402
+from vpbench.digest import sha256_file  # noqa: E402
 from vpbench.errors import UserError  # noqa: E402
-from vpbench.lpips_metric import lpips_distance  # noqa: E402
-from vpbench.perceptual import PerceptualMetrics  # noqa: E402
+from vpbench.metrics import weights  # noqa: E402
+from vpbench.metrics.accumulate import MetricSums  # noqa: E402
+from vpbench.metrics.base import Metric  # noqa: E402
+from vpbench.metrics.detection import DetectionMetric, matched_count  # noqa: E402
+from vpbench.metrics.lpips import LpipsMetric, lpips_distance  # noqa: E402
+from vpbench.metrics.suite import MetricSuite  # noqa: E402
+from vpbench.metrics.yolo import Detector, ultralytics_settings  # noqa: E402
 from vpbench.spec import VideoSpec  # noqa: E402
 
 set_threads()  # VPBENCH_THREADS, as `bench` itself honours it
@@ -41,6 +45,13 @@ SPEC = VideoSpec(channels=1, height=64, width=64, context=2, future=3)
 def frames(*shape: int, seed: int = 0) -> torch.Tensor:
     """Values on the 8-bit grid, as decoded video frames are."""
     return (torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 255).round() / 255
+
+
+def figures(metric: Metric, pred: torch.Tensor, target: torch.Tensor) -> dict:
+    """The metric's figures over clips [B, T, C, H, W], summed and summarised as `evaluate` does."""
+    sums = MetricSums(metric, pred.shape[1])
+    sums.add(pred.unsqueeze(1), target)  # one sample per clip
+    return sums.summary().figures
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +115,15 @@ def test_lpips_weights_missing_say_where_they_go(tmp_path, monkeypatch):
 
 
 def test_canonical_name_with_another_checksum_is_not_measured(alexnet):
-    built = PerceptualMetrics().build(SPEC, CPU)
+    built = MetricSuite().build(SPEC, CPU)
     reason = built.not_measured["lpips"]
     assert "checksum mismatch" in reason and str(alexnet) in reason and "--lpips-weights" in reason
-    assert "lpips" not in built.weights and not any(type(m).__name__ == "LpipsMetrics" for m in built.metrics)
+    assert "lpips" not in built.weights and not any(isinstance(m, LpipsMetric) for m in built.metrics)
 
 
 def test_a_file_with_the_release_checksum_is_used_without_vouching(alexnet):
     # The release file cannot be had here; an entry whose release checksum is this file's stands in for it.
-    sha = weights.sha256_of(alexnet)
+    sha = sha256_file(alexnet)
     entry = dataclasses.replace(weights.ALEXNET, checker=weights.sha256_prefix_check(sha[:8], "a test release"))
     res = weights.resolve(entry)
     assert res.usable and res.check.verified and res.source == "default location" and res.sha256 == sha
@@ -122,19 +133,18 @@ def test_vouched_lpips_equals_the_lpips_package_on_the_same_weights(alexnet, mon
     import lpips
 
     monkeypatch.setenv("VPBENCH_LPIPS_WEIGHTS", str(alexnet))
-    built = PerceptualMetrics().build(SPEC, CPU)
+    built = MetricSuite().build(SPEC, CPU)
     assert "lpips" not in built.not_measured
     record = built.weights["lpips-alexnet"]
-    assert record["file"] == str(alexnet) and record["sha256"] == weights.sha256_of(alexnet)
+    assert record["file"] == str(alexnet) and record["sha256"] == sha256_file(alexnet)
     assert record["source"] == "explicit" and record["verified"] is False and "checksum mismatch" in record["check"]
     assert built.weights["lpips-linear"]["verified"] is True
 
     # The package loads its backbone through torchvision from TORCH_HOME's cache: its own route to the file.
     reference = lpips.LPIPS(net="alex", version="0.1", verbose=False)
-    (metric,) = [m for m in built.metrics if type(m).__name__ == "LpipsMetrics"]
+    (metric,) = [m for m in built.metrics if isinstance(m, LpipsMetric)]
     pred, target = frames(2, 3, 1, 64, 64, seed=1), frames(2, 3, 1, 64, 64, seed=2)
-    metric.update(pred, target)
-    per_step = metric.compute()["per_step"]["lpips"]
+    per_step = figures(metric, pred, target)["per_step"]["lpips"]
     with torch.no_grad():
         expected = [reference(pred[:, t].expand(-1, 3, -1, -1), target[:, t].expand(-1, 3, -1, -1),
                               normalize=True).mean().item() for t in range(3)]
@@ -149,15 +159,15 @@ def test_vouched_lpips_equals_the_lpips_package_on_the_same_weights(alexnet, mon
 
 def test_explicit_weights_that_are_missing_or_wrong_stop_the_command(alexnet, tmp_path):
     with pytest.raises(UserError, match="file not found"):
-        PerceptualMetrics(lpips_weights=tmp_path / "nowhere.pth")
+        MetricSuite(lpips_weights=tmp_path / "nowhere.pth")
     not_alexnet = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, not_alexnet)
     with pytest.raises(UserError, match="not a torchvision AlexNet state dict"):
-        PerceptualMetrics(lpips_weights=not_alexnet)
+        MetricSuite(lpips_weights=not_alexnet)
 
 
 def test_frames_lpips_cannot_score_are_not_measured(alexnet):
-    built = PerceptualMetrics(lpips_weights=alexnet).build(VideoSpec(1, 16, 16, 2, 2), CPU)
+    built = MetricSuite(lpips_weights=alexnet).build(VideoSpec(1, 16, 16, 2, 2), CPU)
     assert "smaller than the 31x31" in built.not_measured["lpips"]
 
 
@@ -211,16 +221,12 @@ def test_matching_is_one_to_one_same_class_at_iou_half():
 def test_detection_figures_per_step(yolo_file):
     detector = Detector.load(yolo_file, CPU, imgsz=160)  # smaller than Ultralytics' 640: the counting is tested
     truth = frames(1, 2, 1, 64, 64, seed=5)
-    same = DetectionMetrics(detector, horizon=2)
-    same.update(truth, truth)
-    result = same.compute()
+    result = figures(DetectionMetric(detector), truth, truth)
     assert result["per_step"]["det_precision"] == result["per_step"]["det_recall"] == [1.0, 1.0]
     assert result["per_step"]["det_conf"] == result["per_step"]["det_conf_gt"]
 
     pred = frames(1, 2, 1, 64, 64, seed=6)
-    other = DetectionMetrics(detector, horizon=2)
-    other.update(pred, truth)
-    result = other.compute()
+    result = figures(DetectionMetric(detector), pred, truth)
     found_p, found_t = detector(pred[0]), detector(truth[0])
     for t in range(2):
         matched = matched_count(found_p[t], found_t[t])
@@ -265,7 +271,7 @@ def test_eval_with_vouched_weights_records_lpips_and_detection(tmp_path, torch_h
     assert len(ev["per_step"]["lpips"]) == 2 and ev["mean"]["lpips"] > 0
     assert {"det_conf", "det_high", "det_precision", "det_recall", "det_conf_gt", "det_high_gt"} <= set(ev["mean"])
     assert ev["detection"]["frames"] == 2 and ev["detection"]["detections_gt"] > 0
-    assert ev["weights"]["yolo"]["sha256"] == weights.sha256_of(yolo_file)
+    assert ev["weights"]["yolo"]["sha256"] == sha256_file(yolo_file)
     assert not ev["weights"]["yolo"]["verified"] and not ev["weights"]["lpips-alexnet"]["verified"]
     assert "LPIPS↓ mean" in report and "det conf↑ mean" in report
     assert "lpips-alexnet weights vouched for by the user" in report and "yolo weights vouched for" in report

@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from vpbench.evaluation import evaluate
+from vpbench.metrics.accumulate import MeanAndBestOfN
 from vpbench.predictor import Predictor, create_predictor
 from vpbench.registry import DATASETS
 from vpbench.reports.tables import curve_steps, load_results, render, write_report
-from vpbench.sampling import SampleScores
 from vpbench.spec import VideoSpec
 from vpbench.training import mean_validation_loss
 
@@ -39,28 +39,29 @@ class NoisyLast(Predictor):
 
 
 def test_mean_and_best_of_n_per_sequence_and_metric():
-    scores = SampleScores({"psnr": True, "mse": False}, horizon=2)
+    scores = MeanAndBestOfN(("psnr", "mse"), {"psnr": True, "mse": False}, horizon=2)
     # Sequence 0: sample 1 has the better time-averaged PSNR (though not at step 2), sample 0 the lower MSE.
     psnr = torch.tensor([[[20.0, 30.0], [26.0, 26.0]], [[10.0, 10.0], [12.0, 8.0]]])
     mse = torch.tensor([[[0.1, 0.3], [0.2, 0.3]], [[0.4, 0.4], [0.5, 0.1]]])
     scores.add({"psnr": psnr, "mse": mse})
-    out = scores.compute()
-    assert out["samples"] == 2 and out["sequences"] == 2
-    assert out["mean_of_samples"]["per_step"]["psnr"] == pytest.approx([(23 + 11) / 2, (28 + 9) / 2])
+    out = scores.totals()
+    assert out.samples == 2 and out.sequences == 2
+    assert (out.mean["psnr"] / out.sequences).tolist() == pytest.approx([(23 + 11) / 2, (28 + 9) / 2])
     # best PSNR: seq 0 -> sample 1 (26, 26); seq 1 -> sample 0 and 1 tie at 10: argmax picks the first (10, 10)
-    assert out["best_of_samples"]["per_step"]["psnr"] == pytest.approx([18.0, 18.0])
+    assert (out.best["psnr"] / out.sequences).tolist() == pytest.approx([18.0, 18.0])
     # best MSE: seq 0 -> sample 0 (0.1, 0.3); seq 1 -> sample 1 (0.5, 0.1)
-    assert out["best_of_samples"]["per_step"]["mse"] == pytest.approx([0.3, 0.2])
+    assert (out.best["mse"] / out.sequences).tolist() == pytest.approx([0.3, 0.2])
 
 
 def test_best_of_n_is_never_worse_than_the_mean_over_samples():
     generator = torch.Generator().manual_seed(0)
-    scores = SampleScores({"psnr": True, "ssim": True, "mse": False}, horizon=7)
+    directions = {"psnr": True, "ssim": True, "mse": False}
+    scores = MeanAndBestOfN(tuple(directions), directions, horizon=7)
     for _ in range(5):
-        scores.add({k: torch.rand(3, 6, 7, generator=generator) for k in ("psnr", "ssim", "mse")})
-    out = scores.compute()
-    for metric, higher in (("psnr", True), ("ssim", True), ("mse", False)):
-        best, mean = out["best_of_samples"]["mean"][metric], out["mean_of_samples"]["mean"][metric]
+        scores.add({k: torch.rand(3, 6, 7, generator=generator) for k in directions})
+    out = scores.totals()
+    for metric, higher in directions.items():
+        best, mean = out.best[metric].sum().item(), out.mean[metric].sum().item()
         assert (best >= mean) if higher else (best <= mean)
 
 

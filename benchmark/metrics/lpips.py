@@ -13,8 +13,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .accumulate import StepSums
-from .spec import VideoSpec
+from ..errors import UserError
+from ..spec import VideoSpec
+from .base import Metric
+from .weights import ALEXNET, LPIPS_LINEAR, resolve
 
 MIN_SIZE = 31  # AlexNet's stride-4 convolution and two max-pools leave nothing of smaller frames
 FRAMES_PER_FORWARD = 64
@@ -70,27 +72,47 @@ def lpips_distance(net: torch.nn.Module, pred: Tensor, target: Tensor) -> Tensor
     return torch.cat(parts)
 
 
-class LpipsMetrics:
-    """Per-step mean LPIPS over sequences, for `evaluate(..., extra_metrics=[...])`."""
+class LpipsMetric(Metric):
+    """LPIPS of every predicted frame."""
 
-    higher_is_better = {"lpips": False}
+    names = ("lpips",)
 
-    def __init__(self, net: torch.nn.Module, horizon: int, device: torch.device | None = None) -> None:
+    def __init__(self, net: torch.nn.Module) -> None:
         self.net = net
-        self.sums = StepSums(("lpips", "sequences"), horizon, device)
 
     def score_frames(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """LPIPS of every frame of [B, T, C, H, W] clips -> {"lpips": [B, T]}."""
         b, t = pred.shape[:2]
         return {"lpips": lpips_distance(self.net, pred.flatten(0, 1), target.flatten(0, 1)).view(b, t)}
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        b, t = pred.shape[:2]
-        values = self.score_frames(pred, target)["lpips"]
-        self.sums.add(torch.stack([values.sum(dim=0).double(), torch.full((t,), b, dtype=torch.float64,
-                                                                          device=values.device)]))
 
-    def compute(self) -> dict:
-        total, sequences = self.sums.totals()
-        per_step = total / sequences
-        return {"per_step": {"lpips": per_step.tolist()}, "mean": {"lpips": per_step.mean().item()}}
+class LpipsSource:
+    """LPIPS for one command: its two weight files resolved and checked, and the network built, once.
+
+    A backbone the user named that cannot be loaded stops the command (UserError); a default one that cannot
+    leaves LPIPS not measured, with the reason."""
+
+    key = "lpips"
+
+    def __init__(self, backbone: str | Path | None = None) -> None:
+        self.files = [resolve(ALEXNET, backbone), resolve(LPIPS_LINEAR)]
+        self.net: torch.nn.Module | None = None
+        self.problem = next((r.problem for r in self.files if not r.usable), None)
+        if self.problem is None:
+            backbone_file, linear_file = self.files
+            try:
+                self.net = build_lpips(backbone_file.path, linear_file.path)
+            except ValueError as exc:
+                if backbone_file.source == "explicit":
+                    raise UserError(f"{ALEXNET.flag} {backbone_file.path}: {exc}") from None
+                self.problem = f"{backbone_file.path} {exc}"
+
+    def metric(self, spec: VideoSpec, device: torch.device) -> LpipsMetric | str:
+        """The metric for frames of `spec` on `device`, or why it cannot be measured."""
+        reason = self.problem or lpips_problem(spec)
+        if reason is not None:
+            return reason
+        return LpipsMetric(self.net.to(device))
+
+    def records(self) -> dict[str, dict]:
+        """What result.json keeps about the weight files used."""
+        return {r.entry.key: r.record() for r in self.files}

@@ -1,4 +1,4 @@
-"""Per-frame image metrics and a per-time-step accumulator for video prediction.
+"""Per-frame image metrics: MSE, MAE, PSNR and SSIM.
 
 SSIM and PSNR reproduce scikit-image's numbers (Wang et al. 2004 settings) so that
 results can be compared with papers that report skimage values.
@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .base import Metric
+
 METRICS = ("mse", "mae", "psnr", "ssim")
-HIGHER_IS_BETTER = {"mse": False, "mae": False, "psnr": True, "ssim": True}
 
 _SIGMA = 1.5
 _RADIUS = int(3.5 * _SIGMA + 0.5)  # skimage: truncate=3.5, radius as in scipy.ndimage
@@ -83,7 +84,7 @@ def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     at 1e-10, so identical images give a finite cap (100 dB at data_range=1) instead of
     inf, which would otherwise poison any average it enters.
     """
-    return 10 * torch.log10(data_range**2 / _mse(pred, target).clamp_min(_MSE_FLOOR))
+    return 10 * torch.log10(data_range**2 / mse(pred, target).clamp_min(_MSE_FLOOR))
 
 
 def _diff(pred: Tensor, target: Tensor) -> Tensor:
@@ -92,16 +93,18 @@ def _diff(pred: Tensor, target: Tensor) -> Tensor:
     return pred.to(dtype) - target.to(dtype)
 
 
-def _mse(pred: Tensor, target: Tensor) -> Tensor:
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image mean squared error of [N, C, H, W] images -> [N]."""
     return _diff(pred, target).square().mean(dim=(1, 2, 3))
 
 
-def _mae(pred: Tensor, target: Tensor) -> Tensor:
+def mae(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image mean absolute error of [N, C, H, W] images -> [N]."""
     return _diff(pred, target).abs().mean(dim=(1, 2, 3))
 
 
 _FRAME_FNS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "mse": _mse, "mae": _mae, "psnr": psnr, "ssim": ssim}
+    "mse": mse, "mae": mae, "psnr": psnr, "ssim": ssim}
 
 
 # Frames scored at a time: SSIM's float64 moment maps of a long rollout would otherwise fill memory.
@@ -121,58 +124,10 @@ def score_frames(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     return {name: per_frame[i] for i, name in enumerate(METRICS)}
 
 
-class FrameMetrics:
-    """Accumulates per-time-step means over sequences of MSE, MAE, PSNR and SSIM.
+class FrameMetric(Metric):
+    """MSE, MAE, PSNR and SSIM of every predicted frame; every predictor is scored on them."""
 
-    Per frame: MSE/MAE are means over C, H, W; PSNR and SSIM use data_range=1. The state
-    is sums over sequences plus a sequence count (float64, on ``device``, default CPU;
-    use the CUDA device under NCCL), so shards evaluated by several processes combine
-    exactly via :meth:`sync`.
-    """
+    names = METRICS
 
-    def __init__(self, horizon: int, device: torch.device | str | None = None) -> None:
-        self.horizon = horizon
-        self.device = torch.device("cpu") if device is None else torch.device(device)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything accumulated so far."""
-        self._sums = torch.zeros(len(METRICS), self.horizon, dtype=torch.float64, device=self.device)
-        self._count = torch.zeros((), dtype=torch.float64, device=self.device)
-
-    @torch.no_grad()
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add a batch of predictions, both [B, T, C, H, W] with T == horizon.
-
-        Values must lie in [0, 1]; clamping predictions is the caller's job, so that
-        this class never silently alters what a predictor produced.
-        """
-        if pred.shape != target.shape or pred.ndim != 5 or pred.shape[1] != self.horizon:
-            raise ValueError(f"expected pred and target of equal shape [B, {self.horizon}, C, H, W], "
-                             f"got {tuple(pred.shape)} and {tuple(target.shape)}")
-        scores = score_frames(pred, target)
-        per_frame = torch.stack([scores[name] for name in METRICS])
-        self._sums += per_frame.to(self.device, torch.float64).sum(dim=1)
-        self._count += pred.shape[0]
-
-    def sync(self) -> None:
-        """Sum the state over all processes when torch.distributed is initialised.
-
-        Not idempotent: a second call sums again. :meth:`compute` calls it once, so
-        every rank must call compute() exactly once per evaluation (it is collective).
-        """
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(self._sums, op=torch.distributed.ReduceOp.SUM)
-            torch.distributed.all_reduce(self._count, op=torch.distributed.ReduceOp.SUM)
-
-    def compute(self) -> dict:
-        """Per-step means over sequences, their mean over steps, and the sequence count."""
-        self.sync()
-        if self._count.item() == 0:
-            raise ValueError("FrameMetrics.compute() called before any update()")
-        per_step = (self._sums / self._count).cpu()
-        return {
-            "per_step": {name: per_step[i].tolist() for i, name in enumerate(METRICS)},
-            "mean": {name: per_step[i].mean().item() for i, name in enumerate(METRICS)},
-            "sequences": int(self._count.item()),
-        }
+    def score_frames(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        return score_frames(pred, target)

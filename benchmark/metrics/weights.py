@@ -1,4 +1,4 @@
-"""Where the weight files of the perceptual metrics are looked for, how they are checked, how they are fetched.
+"""Where the weight files of LPIPS and detection are looked for, how they are checked, how they are fetched.
 
 Nothing is downloaded unless the user runs `bench weights fetch`. A metric whose weights are missing or fail
 their check is not measured (the result says why and where the file goes), never computed from something else.
@@ -7,7 +7,6 @@ result then records its sha256 and the failed check, and the report marks the nu
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -16,7 +15,9 @@ from typing import Callable, Literal
 
 import torch
 
-from .errors import UserError
+from ..digest import sha256_file
+from ..errors import UserError
+from .yolo import model_of, read_checkpoint, ultralytics_settings
 
 Source = Literal["explicit", "default location"]
 
@@ -70,14 +71,6 @@ class Resolution:
                 "verified": self.check.verified, "check": self.check.text}
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256_prefix_check(prefix: str, release: str) -> Callable[[Path, str], Check]:
     """torch.hub's convention: the file name carries the first hex digits of the file's sha256."""
 
@@ -112,17 +105,26 @@ def _lpips_package_weights() -> list[Path]:
 
 
 def _yolo_locations() -> list[Path]:
-    from .detection import ultralytics_settings
-
     # Where Ultralytics itself finds a bare file name (its weights_dir and the working directory); fetched
     # files go to weights_dir, so that `YOLO("yolov5su.pt")` finds them too.
     return [Path(ultralytics_settings()["weights_dir"]), Path.cwd()]
 
 
 def _yolo_check(path: Path, sha256: str) -> Check:
-    from .detection import check_checkpoint
-
-    return check_checkpoint(path)
+    """An Ultralytics detection checkpoint that records its training (released weights keep `train_args`;
+    a model built from a yaml and saved untrained does not). YOLO releases publish no checksums."""
+    ckpt, error = read_checkpoint(path)
+    if ckpt is None:
+        return Check(False, f"not an Ultralytics checkpoint ({error})", usable=False)
+    model = model_of(ckpt)
+    task = getattr(model, "task", None)
+    if model is None or task != "detect":
+        return Check(False, f"not an Ultralytics detection model (task {task!r})", usable=False)
+    classes = len(getattr(model, "names", {}))
+    if not ckpt.get("train_args"):
+        return Check(False, f"checkpoint records no training (an untrained model?), {classes} classes")
+    return Check(True, f"trained Ultralytics detection checkpoint (train_args recorded), {classes} classes, "
+                       f"saved by ultralytics {ckpt.get('version', '?')}")
 
 
 _ALEXNET_PREFIX = "7be5be79"
@@ -164,7 +166,7 @@ def resolve(entry: WeightFile, given: str | Path | None = None) -> Resolution:
             path = next((d / named for d in entry.locations() if (d / named).is_file()), path)
         if not path.is_file():
             raise UserError(f"{how} {named}: file not found")
-        sha256 = sha256_of(path)
+        sha256 = sha256_file(path)
         check = entry.checker(path, sha256)
         if not check.usable:
             raise UserError(f"{how} {path}: {check.text}")
@@ -178,7 +180,7 @@ def resolve(entry: WeightFile, given: str | Path | None = None) -> Resolution:
         return Resolution(entry, entry.filename, problem=(
             f"weights missing: put {entry.filename} in {where}{hint}; "
             f"`bench weights fetch` downloads it on a machine with internet"))
-    sha256 = sha256_of(path)
+    sha256 = sha256_file(path)
     check = entry.checker(path, sha256)
     resolution = Resolution(entry, entry.filename, path, "default location", sha256, check)
     if check.verified:
@@ -233,6 +235,6 @@ def fetch(keys: list[str], names: dict[str, str] | None = None, mirror: str | No
             torch.hub.download_url_to_file(url, str(target), hash_prefix=entry.fetch_hash_prefix, progress=False)
         except Exception as exc:  # network errors and the hash check alike: say which file and why
             raise UserError(f"{key}: fetching {url} failed: {exc}") from None
-        check = entry.checker(target, sha256_of(target))
+        check = entry.checker(target, sha256_file(target))
         lines.append(f"{key}: {url} -> {target} ({check.text})")
     return lines

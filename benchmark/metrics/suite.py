@@ -1,0 +1,51 @@
+"""The metrics one command measures beyond MSE, MAE, PSNR and SSIM: those that need weight files (LPIPS,
+detection). Their files are resolved, checked and loaded once per command; each predictor then gets a fresh
+metric list, and for whatever cannot be measured, the reason."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ..spec import VideoSpec
+from .base import Metric
+from .detection import DetectionSource
+from .lpips import LpipsSource
+
+
+class MetricSource(Protocol):
+    key: str  # the metric's name in `not_measured`
+
+    def metric(self, spec: VideoSpec, device: torch.device) -> Metric | str: ...  # or why not measured
+
+    def records(self) -> dict[str, dict]: ...  # weight file key -> Resolution.record()
+
+
+@dataclass
+class EvalMetrics:
+    """What `evaluate` gets for one predictor, and what its result says about the rest."""
+
+    metrics: list[Metric] = field(default_factory=list)
+    not_measured: dict[str, str] = field(default_factory=dict)  # metric -> why
+    weights: dict[str, dict] = field(default_factory=dict)  # weight file key -> Resolution.record()
+
+
+class MetricSuite:
+    """LPIPS and detection for a command. A weight file the user named that is missing or unusable stops
+    the command here, before any training."""
+
+    def __init__(self, lpips_weights: str | Path | None = None, yolo_weights: str | Path | None = None) -> None:
+        self.sources: list[MetricSource] = [LpipsSource(lpips_weights), DetectionSource(yolo_weights)]
+
+    def build(self, spec: VideoSpec, device: torch.device) -> EvalMetrics:
+        out = EvalMetrics()
+        for source in self.sources:
+            made = source.metric(spec, device)
+            if isinstance(made, str):
+                out.not_measured[source.key] = made
+            else:
+                out.metrics.append(made)
+                out.weights.update(source.records())
+        return out
