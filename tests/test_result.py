@@ -3,6 +3,7 @@ and results this vpbench cannot trust are refused with a reason that names the f
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,12 @@ def test_the_runner_gives_existing_runs_their_run_ids() -> None:
     cwvae = _identity("cwvae", Overrides(per_predictor={"cwvae": tiny}, dataset=data),
                       RunSettings(quick=True, samples=2))
     assert cwvae.samples == 2 and run_id(cwvae.to_dict()) == "f53f20ccea2e"
+
+
+def test_bench_report_renders_older_results_as_it_did(bench, tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES / "results", tmp_path / "runs")
+    expected = (FIXTURES / "results.md").read_text().replace("{runs}", "runs")
+    assert bench("report", "--runs", "runs").stdout == expected + "\n"
 
 
 def _written(tmp_path: Path, record: object) -> Path:
