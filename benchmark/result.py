@@ -112,6 +112,7 @@ class _Record:
             out[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
         return {**out, **getattr(self, "extra", {})}
 
+
 @dataclass
 class Identity(_Record):
     """What a run is. In a run's identity (config.json, hashed to the run id) `config` holds the settings that
