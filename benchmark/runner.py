@@ -10,21 +10,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from . import __version__
 from .config import Overrides, config_to_dict, identity_dict
 from .costs import measure_costs
-from .data import SPLITS, VideoDataset
+from .data import SPLITS, DataProblem, VideoDataset
 from .digest import sha256_file
 from .errors import UserError
 from .evaluation import evaluate
 from .metrics.suite import MetricSuite
-from .precision import Precision
-from .predictor import Predictor, resolve_config
+from .predictor import Predictor, ResolvedConfig, resolve_config
 from .progress import console
 from .registry import DATASETS, PREDICTORS
-from .store import RESULT_SCHEMA, RunDir
+from .result import (Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result, Summary,
+                     TrainRecord, Versions)
+from .store import RunDir
+from .precision import Precision
 from .training import load_weights, train
 
 Mode = Literal["run", "train", "eval"]
@@ -91,17 +93,10 @@ def check_shared_keys(classes: list[type[Predictor]], overrides: Overrides) -> N
         raise UserError(f"--set/--config key {unknown[0]!r} is not a setting of any of: {names}")
 
 
-def _sampling_record(scores: dict) -> dict:
-    """What a stochastic predictor's eval block adds: how its numbers were drawn and the best of N."""
-    n = scores["samples"]
-    return {"samples": n, "best_of_samples": scores["best_of_samples"],
-            "sampling": f"per_step and mean: the mean over {n} samples per sequence; best_of_samples: per sequence "
-                        f"and metric the sample with the best time-averaged score; detection: the first sample"}
-
-
 def run_models(models: list[str], dataset_name: str, protocol: str | None, overrides: Overrides,
                settings: RunSettings, mode: Mode = "run") -> list[dict]:
-    """Train and/or evaluate each model; returns the result records (empty dicts for train-only)."""
+    """Train and/or evaluate each model; returns the results as result.json holds them (empty dicts for
+    train-only), which is what the CLI picks its runs out of a report by."""
     if not models:
         raise UserError("no predictor named: pass --models a,b")
     classes = [PREDICTORS.get(name) for name in models]  # unknown names fail before any work
@@ -113,89 +108,147 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
         raise UserError(f"checkpoint file not found: {settings.checkpoint}")
     device = resolve_device(settings.device)
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
-    perceptual = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
-    return [_run_one(cls, dataset, overrides, settings, device, mode, perceptual) for cls in classes]
+    metric_suite = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
+    results = [_run_one(cls, dataset, overrides, settings, device, mode, metric_suite) for cls in classes]
+    return [{} if result is None else result.to_dict() for result in results]
 
 
 def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, settings: RunSettings,
-             device: torch.device, mode: Mode, perceptual: MetricSuite | None = None) -> dict:
-    name = cls.registry_name
+             device: torch.device, mode: Mode, metric_suite: MetricSuite | None = None) -> Result | None:
+    """One predictor: skip it if its result stands, else (resume) training, evaluate and record; None for train."""
     resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
                               preset=settings.preset if settings.preset in cls.presets else None,
                               quick=settings.quick)
-    identity = {
-        "predictor": name, "dataset": dataset.registry_name, "protocol": dataset.protocol.to_dict(),
-        "dataset_config": config_to_dict(dataset.config), "seed": settings.seed, "quick": settings.quick,
-        "preset": resolved.preset, "precision": settings.precision, "config": identity_dict(resolved.config),
-    }
-    fingerprint = dataset.fingerprint()
-    if fingerprint is not None:  # other files under the same root are other data: a new run, not a skip
-        identity["data_fingerprint"] = fingerprint
-    samples = (settings.samples or resolved.config.eval_samples) if cls.stochastic else 1
-    if cls.stochastic:
-        identity["samples"] = samples
-    if settings.checkpoint is not None:
-        identity["checkpoint_sha256"] = sha256_file(settings.checkpoint)[:16]
-    run = RunDir(settings.out, dataset.registry_name, name, identity)
-    existing = run.read_result()
-    if existing is not None and not settings.force and mode != "train":
-        console.print(f"[dim]{name}: result exists, skipped ({run.path}); --force redoes it[/dim]")
-        return existing
-    run.prepare(force=settings.force)
-
-    torch.manual_seed(settings.seed)
-    model = resolved.build(dataset.spec).to(device)
-    train_summary = None
-    if cls.trainable and settings.checkpoint is None and mode in ("run", "train"):
-        train_summary = train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed,
-                              device=device, precision=settings.precision, workers=settings.workers,
-                              show_progress=settings.progress)
+    identity = run_identity(cls, dataset, resolved, settings)
+    run = RunDir(settings.out, dataset.registry_name, cls.registry_name, identity.to_dict())
+    kept = _result_to_keep(cls.registry_name, run, settings, mode)
+    if kept is not None:
+        return kept
+    run.prepare(force=settings.force)  # keeps an interrupted run's checkpoints: training resumes from them
+    model = _build_model(dataset, resolved, settings, device)
+    trained = _train(model, dataset, run, settings, device, mode)
     if mode == "train":
-        console.print(f"{name}: trained, best checkpoint {run.best_checkpoint}")
-        return {}
+        console.print(f"{cls.registry_name}: trained, best checkpoint {run.best_checkpoint}")
+        return None
+    checkpoint = _load_weights_for_eval(model, run, settings, device)
+    test = dataset.split("test")
+    samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
+    evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint)
+    costs = _measure_costs(model, test, settings, device)
+    result = _record(run, identity, model, trained, evaluation, costs, dataset.problems())
+    run.write_result(result)
+    _print_summary(cls.registry_name, result, run.result_path)
+    return result
 
-    checkpoint_used = "none (needs no training)"
+
+def run_identity(cls: type[Predictor], dataset: VideoDataset, resolved: ResolvedConfig,
+                 settings: RunSettings) -> Identity:
+    """What the run is; its hash is the run id, so a key added here gives every existing run a new id."""
+    identity = Identity(
+        predictor=cls.registry_name, dataset=dataset.registry_name, protocol=dataset.protocol,
+        dataset_config=config_to_dict(dataset.config), seed=settings.seed, quick=settings.quick,
+        preset=resolved.preset, precision=settings.precision, config=identity_dict(resolved.config),
+        # other files under the same root are other data: a new run, not a skip
+        data_fingerprint=dataset.fingerprint())
+    if cls.stochastic:
+        identity.samples = settings.samples or resolved.config.eval_samples
+    if settings.checkpoint is not None:
+        identity.checkpoint_sha256 = sha256_file(settings.checkpoint)[:16]
+    return identity
+
+
+def _result_to_keep(name: str, run: RunDir, settings: RunSettings, mode: Mode) -> Result | None:
+    """The run's existing result, when it stands: not under --force, and never for `bench train`."""
+    if settings.force or mode == "train":
+        return None
+    try:
+        existing = run.read_result()
+    except NewerSchemaError as exc:  # redoing it would overwrite a newer vpbench's result
+        raise UserError(f"{exc}; --force redoes the run with this vpbench") from None
+    if existing is not None:
+        console.print(f"[dim]{name}: result exists, skipped ({run.path}); --force redoes it[/dim]")
+    return existing
+
+
+def _build_model(dataset: VideoDataset, resolved: ResolvedConfig, settings: RunSettings,
+                 device: torch.device) -> Predictor:
+    """The one place the runner builds a predictor."""
+    torch.manual_seed(settings.seed)  # the initial weights follow from the seed
+    return resolved.build(dataset.spec).to(device)
+
+
+def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: RunSettings, device: torch.device,
+           mode: Mode) -> TrainRecord | None:
+    """Train (or resume training) unless the predictor needs none or given weights are to be evaluated."""
+    if not model.trainable or settings.checkpoint is not None or mode not in ("run", "train"):
+        return None
+    summary = train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed, device=device,
+                    precision=settings.precision, workers=settings.workers, show_progress=settings.progress)
+    return TrainRecord.from_dict(summary.to_dict())
+
+
+def _load_weights_for_eval(model: Predictor, run: RunDir, settings: RunSettings, device: torch.device) -> str:
+    """Load the weights to score: given ones, else the run's best on validation; says which, for the result."""
     if settings.checkpoint is not None:
         load_weights(model, settings.checkpoint, device)
-        checkpoint_used = str(settings.checkpoint)
-    elif cls.trainable:
-        if not run.best_checkpoint.is_file():
-            raise UserError(f"{name}: no trained checkpoint in {run.path}; run `bench train` or `bench run` first")
-        load_weights(model, run.best_checkpoint, device)
-        checkpoint_used = "best on validation"
+        return str(settings.checkpoint)
+    if not model.trainable:
+        return "none (needs no training)"
+    if not run.best_checkpoint.is_file():
+        raise UserError(f"{model.registry_name}: no trained checkpoint in {run.path}; "
+                        "run `bench train` or `bench run` first")
+    load_weights(model, run.best_checkpoint, device)
+    return "best on validation"
 
-    test = dataset.split("test")
-    scored = Subset(test, range(min(quick_test_sequences(dataset.spec.future), len(test)))) if settings.quick else test
-    extra = (perceptual or MetricSuite()).build(dataset.spec, device)
+
+def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
+              metric_suite: MetricSuite | None, *, samples: int, checkpoint: str) -> Evaluation:
+    """Score the test split (a prefix of it under --quick) with every metric whose weights are at hand."""
+    quick_size = quick_test_sequences(model.spec.future)
+    scored = Subset(test, range(min(quick_size, len(test)))) if settings.quick else test
+    extra = (metric_suite or MetricSuite()).build(model.spec, device)
     tic = time.perf_counter()
     scores = evaluate(model, scored, device=device, precision=settings.precision,
                       batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics,
                       samples=samples, seed=settings.seed)
-    eval_seconds = time.perf_counter() - tic
-    device_name = describe_device(device)
-    costs = measure_costs(model, test[0], device, device_name, precision=settings.precision)
-    result = {
-        "schema": RESULT_SCHEMA, "run_id": run.id, **identity,
-        "config": config_to_dict(model.config),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"vpbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "train": train_summary.to_dict() if train_summary else None,
-        "eval": {
-            "split": "test", "sequences": scores["sequences"], "split_size": len(test),
-            "whole_split": scores["sequences"] == len(test), "checkpoint": checkpoint_used,
-            "per_step": scores["per_step"], "mean": scores["mean"], "not_measured": extra.not_measured,
-            "weights": extra.weights, **({"detection": scores["detection"]} if "detection" in scores else {}),
-            **(_sampling_record(scores) if cls.stochastic else {}),
-            "wall_seconds": round(eval_seconds, 3), "forward_seconds": round(scores["forward_seconds"], 3),
-        },
-        "costs": costs,
-    }
-    problems = dataset.problems()  # files a split lost (corrupt, truncated): counted, never silently dropped
-    result["data"] = {"left_out": {split: sum(p.split == split for p in problems) for split in SPLITS},
-                      "problems": [dataclasses.asdict(p) for p in problems]}
-    run.write_result(result)
-    mean = scores["mean"]
+    wall_seconds = time.perf_counter() - tic
+    return Evaluation(
+        split="test", sequences=scores["sequences"], split_size=len(test),
+        whole_split=scores["sequences"] == len(test), checkpoint=checkpoint,
+        per_step=scores["per_step"], mean=scores["mean"], not_measured=extra.not_measured, weights=extra.weights,
+        detection=scores.get("detection"), **(_sampling(scores) if model.stochastic else {}),
+        wall_seconds=round(wall_seconds, 3), forward_seconds=round(scores["forward_seconds"], 3))
+
+
+def _measure_costs(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device) -> Costs:
+    """Params, FLOPs, time and peak memory of one rollout at batch 1, on the first test sequence."""
+    return Costs.from_dict(measure_costs(model, test[0], device, describe_device(device),
+                                         precision=settings.precision))
+
+
+def _sampling(scores: dict) -> dict[str, Any]:
+    """What a stochastic predictor's evaluation adds: how its numbers were drawn and the best of N."""
+    n = scores["samples"]
+    best = scores["best_of_samples"]
+    return {"samples": n, "best_of_samples": Summary(best["per_step"], best["mean"]),
+            "sampling": f"per_step and mean: the mean over {n} samples per sequence; best_of_samples: per sequence "
+                        f"and metric the sample with the best time-averaged score; detection: the first sample"}
+
+
+def _record(run: RunDir, identity: Identity, model: Predictor, trained: TrainRecord | None, evaluation: Evaluation,
+            costs: Costs, problems: list[DataProblem]) -> Result:
+    """The result: the identity with the whole config the model ran with, and what the run measured."""
+    return Result(
+        run_id=run.id, identity=dataclasses.replace(identity, config=config_to_dict(model.config)),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        versions=Versions(vpbench=__version__, torch=torch.__version__, python=platform.python_version()),
+        train=trained, eval=evaluation, costs=costs,
+        # files a split lost (corrupt, truncated): counted, never silently dropped
+        data=DataRecord({split: sum(p.split == split for p in problems) for split in SPLITS}, problems))
+
+
+def _print_summary(name: str, result: Result, path: Path) -> None:
+    mean = result.eval.mean
     lpips = f"  LPIPS {mean['lpips']:.4f}" if "lpips" in mean else ""
     console.print(f"{name}: PSNR {mean['psnr']:.2f}  SSIM {mean['ssim']:.4f}  MSE {mean['mse']:.3e}{lpips} "
-                  f"over {scores['sequences']} test sequences -> {run.result_path}")
-    return result
+                  f"over {result.eval.sequences} test sequences -> {path}")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-RESULT_SCHEMA = 1
+from .result import NewerSchemaError, Result, ResultError
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -93,16 +93,21 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.config_path, {"run_id": self.id, **self.identity})
 
-    def read_result(self) -> dict | None:
+    def read_result(self) -> Result | None:
+        """The run's result; None when there is none, or when the file is not a readable result (with atomic
+        writes only a hand edit makes one): the evaluation is then redone. A result of a newer schema raises
+        NewerSchemaError: redoing it would overwrite a newer vpbench's result."""
         if not self.result_path.is_file():
             return None
         try:
-            return json.loads(self.result_path.read_text())
-        except json.JSONDecodeError:
-            return None  # cannot happen with atomic writes unless edited by hand; redo the evaluation
+            return Result.read(self.result_path)
+        except NewerSchemaError:
+            raise
+        except ResultError:
+            return None
 
-    def write_result(self, result: dict) -> None:
-        write_json_atomic(self.result_path, result)
+    def write_result(self, result: Result) -> None:
+        write_json_atomic(self.result_path, result.to_dict())
 
     def log(self, event: dict) -> None:
         # Appends of one short line are atomic enough for a log; the log is for people, not for resuming.

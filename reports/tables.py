@@ -18,11 +18,11 @@ import pandas as pd
 
 from vpbench.errors import UserError
 from vpbench.metrics.figures import HIGHER_IS_BETTER
+from vpbench.result import Costs, Result, ResultError, Summary, TrainRecord
 from vpbench.store import write_text_atomic
 
 Format = Literal["md", "csv", "json"]
 
-SCHEMA = 1
 STATS = ("first", "last", "mean")
 PROTOCOL_KEYS = ["dataset", "protocol", "context", "future", "height", "width", "channels"]
 # Identity and provenance of a run. Every other numeric column is either `<metric>_<stat>` or a cost.
@@ -96,129 +96,65 @@ HIDDEN_IN_MD = {"trainable_params", "fps"}  # params for every current predictor
 
 # ---------------------------------------------------------------------------------------- loading
 
-class _Bad(ValueError):
-    """A result.json that parses but cannot be trusted; the message says why."""
-
-
-def _req(record: dict, dotted: str) -> Any:
-    node: Any = record
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise _Bad(f"missing key {dotted!r}")
-        node = node[part]
-    return node
-
-
-def _number(value: Any, where: str) -> float:
-    if value is None:
-        return math.nan  # written by tools that refuse NaN in JSON
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Bad(f"{where} is not a number: {value!r}")
-    return float(value)
-
-
-def _flag(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad(f"{where} is not true/false: {value!r}")
-    return value
-
-
-def _parse(path: Path) -> list[dict[str, Any]]:
-    """The table rows of one result file: one, or two for a stochastic predictor (mean and best of N)."""
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(record, dict):
-        raise _Bad("not a JSON object")
-    if record.get("schema") != SCHEMA:
-        raise _Bad(f"schema {record.get('schema')!r}, this vpbench reads schema {SCHEMA}")
-    future = int(_req(record, "protocol.future"))
-    train = record.get("train") or {}  # null for predictors that need no training
+def _rows(result: Result, path: Path) -> list[dict[str, Any]]:
+    """The table rows of one result: one, or two for a stochastic predictor (mean and best of N)."""
+    identity, protocol, ev = result.identity, result.identity.protocol, result.eval
+    train = result.train or TrainRecord()  # None for predictors that need no training
     row: dict[str, Any] = {
-        "predictor": str(_req(record, "predictor")),
-        "dataset": str(_req(record, "dataset")),
-        "protocol": str(_req(record, "protocol.name")),
-        "context": int(_req(record, "protocol.context")),
-        "future": future,
-        "height": int(_req(record, "protocol.height")),
-        "width": int(_req(record, "protocol.width")),
-        "channels": int(_req(record, "protocol.channels")),
-        "seed": int(_req(record, "seed")),
-        "quick": _flag(_req(record, "quick"), "quick"),
-        "run_id": str(_req(record, "run_id")),
-        "preset": record.get("preset"),
-        "created": record.get("created"),
-        "split": str(_req(record, "eval.split")),
-        "sequences": int(_req(record, "eval.sequences")),
-        "split_size": int(_req(record, "eval.split_size")),
-        "whole_split": _flag(_req(record, "eval.whole_split"), "eval.whole_split"),
-        "checkpoint": record["eval"].get("checkpoint"),
-        "train_iterations": train.get("iterations"),
-        "best_iteration": train.get("best_iteration"),
-        "best_val_mse": train.get("best_val_mse"),
-        "train_seconds": train.get("wall_seconds"),
-        "eval_seconds": record["eval"].get("wall_seconds"),
+        "predictor": identity.predictor, "dataset": identity.dataset, "protocol": protocol.name,
+        "context": protocol.context, "future": protocol.future, "height": protocol.height, "width": protocol.width,
+        "channels": protocol.channels, "seed": identity.seed, "quick": identity.quick, "run_id": result.run_id,
+        "preset": identity.preset, "created": result.created,
+        "split": ev.split, "sequences": ev.sequences, "split_size": ev.split_size, "whole_split": ev.whole_split,
+        "checkpoint": ev.checkpoint,
+        "train_iterations": train.iterations, "best_iteration": train.best_iteration,
+        "best_val_mse": train.best_val_mse, "train_seconds": train.wall_seconds, "eval_seconds": ev.wall_seconds,
         # Files of the test split that could not be read (corrupt, truncated): its rows say so.
-        "left_out_test": int(((record.get("data") or {}).get("left_out") or {}).get("test", 0)),
+        "left_out_test": result.data.left_out.get("test", 0) if result.data else 0,
     }
-    not_measured = record["eval"].get("not_measured") or {}
-    if not isinstance(not_measured, dict):
-        raise _Bad("eval.not_measured must be an object")
-    _add_costs(row, record)
-    weights = record["eval"].get("weights") or {}
-    # Weights that failed their check but were named by the user: their numbers are marked on the row.
-    weight_notes = sorted(f"{key} weights vouched for by the user, not verified: {w.get('file')} "
-                          f"(sha256 {str(w.get('sha256'))[:12]}…): {w.get('check')}"
-                          for key, w in weights.items() if isinstance(w, dict) and not w.get("verified", True))
-    row.update(not_measured={str(k): str(v) for k, v in not_measured.items()},
-               weight_notes=weight_notes, config=record.get("config") or {}, dataset_config=record.get("dataset_config") or {},
-               versions=record.get("versions") or {}, path=str(path))
-    best = record["eval"].get("best_of_samples")
-    if best is None:
-        return [{**row, "sampling": "", **_metric_columns(record["eval"], "eval", future, not_measured)}]
+    _add_costs(row, result.costs)
+    row.update(not_measured=dict(ev.not_measured), weight_notes=_weight_notes(ev.weights or {}),
+               config=identity.config, dataset_config=identity.dataset_config,
+               versions=result.versions.to_dict(), path=str(path))
+    if ev.best_of_samples is None:
+        return [{**row, "sampling": "", **_metric_columns(ev.summary, ev.not_measured)}]
     # A stochastic predictor: one row for the mean over its samples, one for the best of N.
-    samples = int(_req(record, "eval.samples"))
-    if not isinstance(best, dict):
-        raise _Bad("eval.best_of_samples must be an object")
-    return [{**row, "sampling": f"mean of {samples}", **_metric_columns(record["eval"], "eval", future, not_measured)},
-            {**row, "sampling": f"best of {samples}",
-             **_metric_columns(best, "eval.best_of_samples", future, not_measured)}]
+    return [{**row, "sampling": f"mean of {ev.samples}", **_metric_columns(ev.summary, ev.not_measured)},
+            {**row, "sampling": f"best of {ev.samples}", **_metric_columns(ev.best_of_samples, ev.not_measured)}]
 
 
-def _metric_columns(block: dict, where: str, future: int, not_measured: dict) -> dict[str, Any]:
+def _weight_notes(weights: dict[str, dict[str, Any]]) -> list[str]:
+    """Weights that failed their check but were named by the user: their numbers are marked on the row."""
+    return sorted(f"{key} weights vouched for by the user, not verified: {w.get('file')} "
+                  f"(sha256 {str(w.get('sha256'))[:12]}…): {w.get('check')}"
+                  for key, w in weights.items() if not w.get("verified", True))
+
+
+def _float(value: float | None) -> float:
+    return math.nan if value is None else float(value)  # null: written by tools that refuse NaN in JSON
+
+
+def _metric_columns(summary: Summary, not_measured: dict[str, str]) -> dict[str, Any]:
     """`<metric>_<first|last|mean>` columns and the per-step curves of one summary (`eval` or its best of N)."""
-    missing = [key for key in ("per_step", "mean") if key not in block]
-    if missing:
-        raise _Bad(f"missing key {f'{where}.{missing[0]}'!r}")
-    per_step, mean = block["per_step"], block["mean"]
-    if not all(isinstance(d, dict) for d in (per_step, mean)):
-        raise _Bad(f"{where}.per_step and {where}.mean must be objects")
     row: dict[str, Any] = {}
     steps: dict[str, list[float]] = {}
-    for metric in [*mean, *(m for m in per_step if m not in mean)]:
-        if metric in not_measured:
-            raise _Bad(f"{metric} is both measured and listed under eval.not_measured")
-        curve = per_step.get(metric)
-        if curve is not None:
-            if not isinstance(curve, list) or len(curve) != future:
-                # first/last step would silently be the wrong step
-                raise _Bad(f"{where}.per_step.{metric} is not a list of {future} values (protocol.future)")
-            steps[metric] = [_number(v, f"{where}.per_step.{metric}") for v in curve]
+    for metric in [*summary.mean, *(m for m in summary.per_step if m not in summary.mean)]:
+        if summary.per_step.get(metric) is not None:
+            steps[metric] = [_float(v) for v in summary.per_step[metric]]
         row[f"{metric}_first"] = steps[metric][0] if metric in steps else math.nan
         row[f"{metric}_last"] = steps[metric][-1] if metric in steps else math.nan
-        row[f"{metric}_mean"] = _number(mean[metric], f"{where}.mean.{metric}") if metric in mean else math.nan
+        row[f"{metric}_mean"] = _float(summary.mean[metric]) if metric in summary.mean else math.nan
     for metric in not_measured:  # columns exist so the table can say "not measured" rather than "—"
         row.update({f"{metric}_{stat}": math.nan for stat in STATS})
     row["per_step"] = steps
     return row
 
 
-def _add_costs(row: dict[str, Any], record: dict) -> None:
-    costs = _req(record, "costs")
-    if not isinstance(costs, dict):
-        raise _Bad("costs must be an object")
-    for key, value in costs.items():
+def _add_costs(row: dict[str, Any], costs: Costs) -> None:
+    for key, value in costs.values.items():
         if key in row or key in DICT_COLUMNS or _METRIC_COLUMN.match(key):
-            raise _Bad(f"costs.{key} clashes with a column name")
-        row[key] = value if isinstance(value, str) else _number(value, f"costs.{key}")
+            raise ResultError(f"costs.{key} clashes with a column name")
+        row[key] = value if isinstance(value, str) else _float(value)
 
 
 def load_results(runs_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -230,9 +166,9 @@ def load_results(runs_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     # Exact name match: the writer's temporary files (`.result.json.*.tmp`) are never picked up.
     for path in sorted(p for p in runs_dir.rglob("result.json") if p.is_file()):
         try:
-            parsed = _parse(path)
-        except (OSError, ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError, _Bad: ValueError
-            warnings.append(f"{path}: skipped ({exc})")
+            parsed = _rows(Result.read(path), path)
+        except (ResultError, OSError) as exc:  # unreadable, not JSON, or not a result to trust: say why
+            warnings.append(f"{path}: skipped ({exc.reason if isinstance(exc, ResultError) else exc})")
             continue
         run_id = parsed[0]["run_id"]
         if run_id in seen:  # a copied run directory would otherwise count as an extra seed
