@@ -141,6 +141,8 @@ class MotionRNN(PredRNN):
         # CPU-sized, as predrnn's.
         "moving-digits": PAPER_PRESETS["moving-digits"],
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = PAPER_PRESETS["tiny"]
 
     def __init__(self, spec: VideoSpec, config: MotionRNNConfig) -> None:
         super().__init__(spec, config)
