@@ -2,7 +2,7 @@
 
 tests/test_contract.py holds every registered predictor to it and `bench check` runs it for plugin authors.
 Each check takes a `Subject` (a registered predictor at its tiny size) and returns a one-line detail, or
-raises `ContractError` saying what broke (`Skip` when it does not apply, e.g. training copy-last).
+raises `ContractError` saying what broke; some apply only to stochastic or to trainable predictors.
 
 The tiny size is the predictor's `tiny` preset (every built-in has one, made with `vpbench.config.tiny_preset`),
 or its defaults on the tiny schedule when it has none. Everything runs on the CPU on moving-digits clips at a
@@ -42,10 +42,6 @@ Status = Literal["PASS", "FAIL", "WARN", "SKIP"]
 
 class ContractError(AssertionError):
     """The predictor breaks the contract; the message says how."""
-
-
-class Skip(Exception):
-    """The check does not apply to this predictor."""
 
 
 @dataclass(frozen=True)
@@ -155,8 +151,6 @@ def _fell(first: float, last: float) -> bool:
 def _train(subject: Subject) -> QuickRun:
     """The quick run: `max_iterations` steps through TrainContext and `training_step`, as the harness trains,
     on batches drawn with a fixed seed from a small training set; scored on held-out clips before and after."""
-    if not subject.cls.trainable:
-        raise Skip("not trainable")
     model = subject.build()
     cfg = model.config
     psnr_before, val_before = _first_step_psnr(model), _validation_loss(model)
@@ -195,8 +189,6 @@ def check_forward(subject: Subject) -> str:
 
 def check_samples(subject: Subject) -> str:
     """Stochastic predictors: `samples=N, generator=g` gives [B, N, future, C, H, W], every draw from `g`."""
-    if not subject.cls.stochastic:
-        raise Skip("deterministic")
     model = subject.build().eval()
     context = clips().held_out[:BATCH, :SPEC.context]
 
@@ -295,12 +287,18 @@ class Check:
     name: str
     run: Callable[[Subject], str]
     soft: bool = False  # for a plugin a failure is a warning: a quality figure, not the interface the harness needs
+    only: Literal["stochastic", "trainable"] | None = None  # the class flag it applies under
+
+    def applies(self, cls: type[Predictor]) -> bool:
+        return self.only is None or bool(getattr(cls, self.only))
 
 
 CHECKS: tuple[Check, ...] = (
-    Check("builds", check_builds), Check("forward", check_forward), Check("samples", check_samples),
-    Check("rollout", check_rollout), Check("checkpoint", check_checkpoint), Check("costs", check_costs, soft=True),
-    Check("learns", check_learns), Check("beats-copy-last", check_beats_copy_last, soft=True),
+    Check("builds", check_builds), Check("forward", check_forward),
+    Check("samples", check_samples, only="stochastic"), Check("rollout", check_rollout),
+    Check("checkpoint", check_checkpoint), Check("costs", check_costs, soft=True),
+    Check("learns", check_learns, only="trainable"),
+    Check("beats-copy-last", check_beats_copy_last, soft=True, only="trainable"),
 )
 
 
@@ -318,10 +316,10 @@ class Outcome:
 def run_check(subject: Subject, check: Check, strict: bool | None = None) -> Outcome:
     """One check; `strict` (default: built-ins) makes a soft check's failure a FAIL rather than a WARN."""
     strict = subject.builtin if strict is None else strict
+    if not check.applies(subject.cls):
+        return Outcome(subject.name, check.name, "SKIP", f"not {check.only}")
     try:
         return Outcome(subject.name, check.name, "PASS", check.run(subject))
-    except Skip as exc:
-        return Outcome(subject.name, check.name, "SKIP", str(exc))
     except Exception as exc:  # noqa: BLE001 - a plugin may raise anything; the line names the check
         reason = str(exc) if isinstance(exc, ContractError) else f"{type(exc).__name__}: {exc}"
         status: Status = "WARN" if check.soft and not strict else "FAIL"
