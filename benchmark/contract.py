@@ -6,7 +6,7 @@ raises `ContractError` saying what broke; some apply only to stochastic or to tr
 
 The tiny size is the predictor's `tiny` preset (every built-in has one, made with `vpbench.config.tiny_preset`),
 or its defaults on the tiny schedule when it has none. Everything runs on the CPU on moving-digits clips at a
-short 4 -> 4 protocol, so the checks of every built-in take about a minute on one core.
+short 4 -> 4 protocol, so the checks of every built-in take about a minute of one CPU core.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .costs import count_flops, count_parameters
 from .predictor import Predictor, create_predictor
 from .registry import DATASETS, PREDICTORS
 from .spec import VideoSpec
-from .training import TrainContext, mean_validation_loss, selects_on_own_loss
+from .training import TrainContext, mean_validation_loss
 
 TINY = "tiny"
 SPEC = VideoSpec(channels=1, height=64, width=64, context=4, future=4)
@@ -63,6 +63,7 @@ def clips() -> Clips:
 class QuickRun:
     key: str  # the loss judged: "mse" where training_step reports it (a GAN's reconstruction term), else "loss"
     losses: list[float]
+    batch_size: int
     psnr_before: float  # t+1 PSNR on the held-out clips, untrained and trained
     psnr_after: float
     val_before: float | None  # held-out validation_loss, for predictors selected on it (generative ones)
@@ -122,7 +123,7 @@ def _expect_frames(out: object, shape: tuple[int, ...], call: str) -> str:
     return f"{list(shape)}, values in [{out.min().item():.2f}, {out.max().item():.2f}]"
 
 
-def psnr(prediction: Tensor, truth: Tensor) -> float:
+def _psnr(prediction: Tensor, truth: Tensor) -> float:
     """Mean over clips of the PSNR of frames [B, C, H, W] clamped to [0, 1], as the harness scores them."""
     mse = (prediction.clamp(0, 1) - truth).pow(2).flatten(1).mean(1).clamp_min(1e-10)
     return float((-10 * torch.log10(mse)).mean())
@@ -130,12 +131,12 @@ def psnr(prediction: Tensor, truth: Tensor) -> float:
 
 def copy_last_psnr() -> float:
     held_out = clips().held_out
-    return psnr(held_out[:, SPEC.context - 1], held_out[:, SPEC.context])
+    return _psnr(held_out[:, SPEC.context - 1], held_out[:, SPEC.context])
 
 
 def _first_step_psnr(model: Predictor) -> float:
     held_out = clips().held_out
-    return psnr(_predict(model, held_out[:, :SPEC.context], 1)[:, 0], held_out[:, SPEC.context])
+    return _psnr(_predict(model, held_out[:, :SPEC.context], 1)[:, 0], held_out[:, SPEC.context])
 
 
 def _validation_loss(model: Predictor) -> float | None:
@@ -169,14 +170,16 @@ def _train(subject: Subject) -> QuickRun:
             raise ContractError(f"training_step returned {sorted(step)}: no 'loss'")
         losses.append(float(step[key]))
     seconds = time.perf_counter() - tic
-    return QuickRun(key, losses, psnr_before, _first_step_psnr(model), val_before, _validation_loss(model), seconds)
+    return QuickRun(key, losses, cfg.batch_size, psnr_before, _first_step_psnr(model), val_before,
+                    _validation_loss(model), seconds)
 
 
 # --- the checks ---------------------------------------------------------------------------------------
 def check_builds(subject: Subject) -> str:
     total, trainable = count_parameters(subject.build())
-    size = ("its tiny preset" if subject.preset else
-            "its defaults on the tiny schedule (declare a `tiny` preset to choose the size checked)")
+    size = "its tiny preset" if subject.preset else "its defaults on the tiny schedule"
+    if not subject.preset and subject.cls.trainable:
+        size += " (declare a `tiny` preset to choose the size checked)"
     return f"{total:,} parameters ({trainable:,} trainable) at {size}"
 
 
@@ -204,7 +207,8 @@ def check_samples(subject: Subject) -> str:
     shape = (BATCH, SAMPLES, SPEC.future, SPEC.channels, SPEC.height, SPEC.width)
     detail = _expect_frames(first, shape, f"forward(..., samples={SAMPLES}, generator=g)")
     if not torch.equal(first, again):
-        raise ContractError("the same generator seed gave different samples: draw every random number from `generator`")
+        raise ContractError("the same generator seed gave different samples: draw every random number from "
+                            "`generator`")
     if torch.equal(first, other):
         raise ContractError("different generator seeds gave the same samples")
     if all(torch.equal(first[:, 0], first[:, i]) for i in range(1, SAMPLES)):
@@ -256,7 +260,7 @@ def check_costs(subject: Subject) -> str:
 
 def check_learns(subject: Subject) -> str:
     run = subject.quick_run()
-    steps, batch = len(run.losses), subject.build().config.batch_size
+    steps, batch = len(run.losses), run.batch_size
     k = max(1, min(5, steps // 2))
     first, last = sum(run.losses[:k]) / k, sum(run.losses[-k:]) / k
     if not _fell(first, last):
