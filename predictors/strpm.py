@@ -30,7 +30,7 @@ behaviour, which the official checkpoints were trained with):
 
 Parameters that predict / reference state dict (+ the 15 never-called 1x1 residual convolutions above the first
 cell, 739,200 weights) / discriminator at the ucf-sports preset: 122,385,152 / 123,124,352 / 296,129
-(tests/test_zoo_c.py counts them by hand).
+(tests/test_strpm.py counts them by hand).
 """
 from __future__ import annotations
 
