@@ -204,6 +204,33 @@ def weights(action: WeightsAction = typer.Argument(WeightsAction.show, help="sho
 
 
 @app.command()
+def check(names: Optional[List[str]] = typer.Argument(None, help="Predictors to check; default: those the plugin "
+                                                      "files register, or every registered one."),
+          plugin: Optional[List[Path]] = PluginOpt) -> None:
+    """Hold predictors to the contract at their `tiny` preset: shapes, samples, rollout, checkpoint, costs,
+    learning, beating copy-last. One line per check; exit 1 if any fails (a plugin's costs and copy-last
+    checks only warn)."""
+    from .contract import run_checks  # torch and the predictors load only for this command
+
+    before = set(PREDICTORS.names())
+    _load_plugins(plugin)
+    added = [name for name in PREDICTORS.names() if name not in before]
+    for name in names or []:
+        PREDICTORS.get(name)  # an unknown name is a usage error (exit 2), not a failed check
+    if plugin and not names and not added:
+        raise UserError(f"no predictor registered by {', '.join(map(str, plugin))}")
+    failed = []
+    for name in names or added or PREDICTORS.names():
+        for outcome in run_checks(name):
+            print(outcome.line(), flush=True)
+            if outcome.status == "FAIL":
+                failed.append(f"{outcome.name}: {outcome.check}")
+    if failed:
+        print(f"{len(failed)} failed: {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+@app.command()
 def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs directory to read."),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report here as well."),
            format: Format = typer.Option(Format.md, "--format")) -> None:

@@ -93,6 +93,17 @@ def describe_fields(config_class: type) -> list[FieldDoc]:
     return docs
 
 
+# The schedule of a `tiny` preset: the contract's quick run (vpbench.contract, `bench check`) trains
+# `max_iterations` steps of `batch_size` clips; a constant lr, since a 30-step cosine would end at zero.
+TINY_SCHEDULE: dict[str, Any] = {"batch_size": 4, "lr_schedule": "constant", "max_iterations": 30}
+
+
+def tiny_preset(base: Mapping[str, Any], **size: Any) -> dict[str, Any]:
+    """A predictor's `tiny` preset: `base` (its moving-digits preset) at the size `size` gives, on the
+    tiny schedule. The size the contract checks every predictor at: seconds on one CPU core."""
+    return {**base, **TINY_SCHEDULE, **size}
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:

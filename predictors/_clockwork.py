@@ -229,6 +229,9 @@ def reference_preset(dec_stddev: float, lr: float, epochs: int, train_clips: int
 MOVING_DIGITS = dict(levels=3, tmp_abs_factor=6, cell_stoch_size=8, cell_deter_size=64, cell_embed_size=64,
                      enc_dense_embed_size=128, filters=8, dec_stddev=0.1, train_length=36, batch_size=8, lr=1e-3,
                      max_iterations=2000, quick_iterations=200, val_every=500, eval_samples=4)
+# The tiny preset's widths (the reference's 3 levels and factor 6) and a higher lr.
+TINY_WIDTHS = dict(filters=4, cell_stoch_size=4, cell_deter_size=16, cell_embed_size=16, enc_dense_embed_size=32,
+                   lr=3e-3)
 
 
 # observe(level, block) -> that block's feature [B, F] when the posterior may read it, else None.

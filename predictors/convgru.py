@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from vpbench.config import tiny_preset
 from vpbench.registry import register_predictor
 
-from ._encoder_forecaster import EncoderForecaster, EncoderForecasterConfig, GRUCell, hko7_mmnist_preset
+from ._encoder_forecaster import EncoderForecaster, EncoderForecasterConfig, GRUCell, TINY_CODEC, hko7_mmnist_preset
 
 
 @dataclass
@@ -48,6 +49,8 @@ class ConvGRU(EncoderForecaster):
                               lr_schedule="cosine", max_iterations=1000, quick_iterations=200,
                               val_every=200, grad_clip=1.0),
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = tiny_preset(presets["moving-digits"], **TINY_CODEC)
 
     def per_block_fields(self, blocks: int) -> dict[str, int]:
         return {"h2h_kernel": blocks, "h2h_dilation": blocks}

@@ -8,8 +8,9 @@ CW-VAE and HTSRM share; the reference is vaibhavsaxena11/cwvae (TF 2.4).
 """
 from __future__ import annotations
 
-from vpbench.predictors._clockwork import (MAZES_TRAIN_CLIPS, MMNIST_TRAIN_CLIPS, MOVING_DIGITS, ClockworkConfig,
-                                           ClockworkPredictor, reference_preset)
+from vpbench.config import tiny_preset
+from vpbench.predictors._clockwork import (MAZES_TRAIN_CLIPS, MMNIST_TRAIN_CLIPS, MOVING_DIGITS, TINY_WIDTHS,
+                                           ClockworkConfig, ClockworkPredictor, reference_preset)
 from vpbench.registry import register_predictor
 
 
@@ -26,3 +27,5 @@ class CWVAE(ClockworkPredictor):
         "mazes": reference_preset(0.1, 3e-4, 100, MAZES_TRAIN_CLIPS, val_every=5_000),
         "moving-digits": MOVING_DIGITS,
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = tiny_preset(MOVING_DIGITS, **TINY_WIDTHS)

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.predictors._clockwork import (MAZES_TRAIN_CLIPS, MMNIST_TRAIN_CLIPS, MOVING_DIGITS, ClockworkConfig,
-                                           ClockworkPredictor, reference_preset)
+from vpbench.config import tiny_preset
+from vpbench.predictors._clockwork import (MAZES_TRAIN_CLIPS, MMNIST_TRAIN_CLIPS, MOVING_DIGITS, TINY_WIDTHS,
+                                           ClockworkConfig, ClockworkPredictor, reference_preset)
 from vpbench.registry import register_predictor
 
 RES_SCALE = 0.1  # every residual skip of the reference
@@ -93,6 +94,8 @@ class HTSRM(ClockworkPredictor):
         # CPU-sized, the same as CW-VAE's, so the two compare on the synthetic set.
         "moving-digits": MOVING_DIGITS,
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = tiny_preset(MOVING_DIGITS, **TINY_WIDTHS)
 
     def make_encoder_cell(self, channels: int) -> nn.Module:
         return ResidualSECell(channels)

@@ -92,6 +92,8 @@ class MIM(RecurrentPredictor):
         "human36m-openstl": {**PAPER_PRESETS["human36m-openstl"], "batch_size": 4},
         "moving-digits": PAPER_PRESETS["moving-digits"],
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = PAPER_PRESETS["tiny"]
 
     def __init__(self, spec: VideoSpec, config: MIMConfig) -> None:
         super().__init__(spec, config)

@@ -26,8 +26,8 @@ Departures from the reference code, towards the paper's intent:
   [C, C, k, k]), the same result and the same multiply-adds.
 
 At the mmnist preset: 26,911,553 parameters (PredRNN's 23,838,720 plus 3,072,833) and 128.7 GFLOPs (fvcore,
-batch 1, the 10 -> 10 rollout's 19 steps; tests/test_zoo_c.py counts both by hand). OpenSTL has no MotionRNN and
-no published figure to compare with; the reference code builds the same layers.
+batch 1, the 10 -> 10 rollout's 19 steps; tests/test_predrnn_family.py counts both by hand). OpenSTL has no
+MotionRNN and no published figure to compare with; the reference code builds the same layers.
 """
 from __future__ import annotations
 
@@ -141,6 +141,8 @@ class MotionRNN(PredRNN):
         # CPU-sized, as predrnn's.
         "moving-digits": PAPER_PRESETS["moving-digits"],
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = PAPER_PRESETS["tiny"]
 
     def __init__(self, spec: VideoSpec, config: MotionRNNConfig) -> None:
         super().__init__(spec, config)

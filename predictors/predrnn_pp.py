@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vpbench.config import tiny_preset
 from vpbench.errors import UserError
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv
 from vpbench.registry import register_predictor
@@ -94,6 +95,8 @@ class PredRNNPP(RecurrentPredictor):
                               lr_schedule="cosine", max_iterations=1000, quick_iterations=200,
                               sampling_stop_iter=500, val_every=200, grad_clip=1.0),
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = tiny_preset(presets["moving-digits"], num_layers=2, num_hidden=8, lr=5e-3, sampling_stop_iter=15)
 
     def __init__(self, spec: VideoSpec, config: PredRNNPPConfig) -> None:
         super().__init__(spec, config)

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import TrainConfig
+from vpbench.config import TrainConfig, tiny_preset
 from vpbench.errors import UserError
 from vpbench.predictor import Predictor
 from vpbench.registry import register_predictor
@@ -208,6 +208,8 @@ class SimVP(Predictor):
         "moving-digits": dict(hid_S=8, hid_T=64, N_S=4, N_T=4, batch_size=8, lr=2e-3, lr_schedule="cosine",
                               max_iterations=1000, quick_iterations=200, val_every=200, grad_clip=1.0),
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = tiny_preset(presets["moving-digits"], hid_S=8, hid_T=32, N_S=2, N_T=2, lr=5e-3, batch_size=2)
 
     def __init__(self, spec: VideoSpec, config: SimVPConfig) -> None:
         super().__init__(spec, config)

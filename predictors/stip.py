@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import iterations
+from vpbench.config import iterations, tiny_preset
 from vpbench.errors import UserError
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, patchify, unpatchify
 from vpbench.registry import register_predictor
@@ -163,6 +163,9 @@ class STIP(RecurrentPredictor):
         "moving-digits": _small(patch=4, sr_size=4, batch=8),
         "moving-shapes": _small(patch=8, sr_size=8, batch=4),
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = tiny_preset(presets["moving-digits"], num_layers=2, num_hidden=8, lr=5e-3,
+                                  sampling_stop_iter=15, d_hidden=8, lr_decay_start=15)
 
     def __init__(self, spec: VideoSpec, config: StipConfig) -> None:
         super().__init__(spec, config)

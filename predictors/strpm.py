@@ -30,7 +30,7 @@ behaviour, which the official checkpoints were trained with):
 
 Parameters that predict / reference state dict (+ the 15 never-called 1x1 residual convolutions above the first
 cell, 739,200 weights) / discriminator at the ucf-sports preset: 122,385,152 / 123,124,352 / 296,129
-(tests/test_zoo_c.py counts them by hand).
+(tests/test_strpm.py counts them by hand).
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from vpbench.config import tiny_preset
 from vpbench.errors import UserError
 from vpbench.recurrent import RecurrentPredictor
 from vpbench.registry import register_predictor
@@ -136,6 +137,10 @@ class STRPM(STIP):
         "moving-digits": {**_small(patch=4, sr_size=4, batch=8), "tau": 3, "lr": 1e-3, "d_lr": 1e-4},
         "moving-shapes": {**_small(patch=8, sr_size=8, batch=4), "tau": 3, "lr": 1e-3, "d_lr": 1e-4},
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    # A 2x2-downsampling codec and a higher lr: its gated head starts near zero and learns slowest.
+    presets["tiny"] = tiny_preset(presets["moving-digits"], num_layers=2, num_hidden=8, lr=2e-2,
+                                  sampling_stop_iter=15, tau=2, sr_size=2, d_hidden=8, d_lr=5e-4, lr_decay_start=15)
 
     def __init__(self, spec: VideoSpec, config: StrpmConfig) -> None:
         # STIP's model-space handling (padding, colour order), rollouts and GAN step are reused; its modules are

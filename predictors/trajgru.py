@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vpbench.config import tiny_preset
 from vpbench.registry import register_predictor
 
-from ._encoder_forecaster import (EncoderForecaster, EncoderForecasterConfig, GRUCell, ZeroInitConv2d,
-                                  hko7_mmnist_preset, leaky)
+from ._encoder_forecaster import (EncoderForecaster, EncoderForecasterConfig, GRUCell, TINY_CODEC,
+                                  ZeroInitConv2d, hko7_mmnist_preset, leaky)
 
 
 @dataclass
@@ -73,6 +74,8 @@ class TrajGRU(EncoderForecaster):
                               lr_schedule="cosine", max_iterations=1000, quick_iterations=200,
                               val_every=200, grad_clip=1.0),
     }
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
+    presets["tiny"] = tiny_preset(presets["moving-digits"], **TINY_CODEC, links=(2, 2, 2), flow_filters=8)
 
     def per_block_fields(self, blocks: int) -> dict[str, int]:
         return {"links": blocks}

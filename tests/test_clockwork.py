@@ -1,5 +1,6 @@
-"""CW-VAE and HTSRM: sizes equal to the references, ELBO training, reproducible sampling, long rollouts with
-memory flat in the horizon, contexts of any length, and HTSRM's residual pieces."""
+"""CW-VAE and HTSRM: sizes equal to the references, the ELBO's terms, long rollouts with memory flat in the
+horizon, contexts of any length, and HTSRM's residual pieces (that the ELBO falls and seeded samples reproduce
+is the contract's: tests/test_contract.py)."""
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -11,21 +12,19 @@ import vpbench.predictors.cwvae  # noqa: F401  (registers cwvae)
 import vpbench.predictors.htsrm  # noqa: F401  (registers htsrm)
 from vpbench.errors import UserError
 from vpbench.predictor import count_parameters, create_predictor
-from vpbench.predictors._clockwork import block_sum, gaussian_kl, gaussian_nll
+from vpbench.predictors._clockwork import block_sum, gaussian_kl
 from vpbench.predictors.htsrm import ContextResidual, ResidualSECell
-from vpbench.registry import DATASETS
 from vpbench.spec import VideoSpec
 from vpbench.training import TrainContext
 
+from conftest import tiny as tiny_predictor
+
 MODELS = ["cwvae", "htsrm"]
-# Tiny widths; the reference's 3 levels and factor 6 unless a test says otherwise.
-TINY = dict(filters=4, cell_stoch_size=4, cell_deter_size=16, cell_embed_size=16, enc_dense_embed_size=32)
 
 
 def tiny(name, context=10, future=10, **overrides):
-    torch.manual_seed(0)
-    settings = {**TINY, "batch_size": 4, "lr": 3e-3, **overrides}
-    return create_predictor(name, VideoSpec(1, 64, 64, context, future), preset="moving-digits", **settings)
+    """At the tiny preset's widths: the reference's 3 levels and factor 6 unless a test says otherwise."""
+    return tiny_predictor(name, VideoSpec(1, 64, 64, context, future), **overrides)
 
 
 # --- sizes --------------------------------------------------------------------------------------------
@@ -80,24 +79,13 @@ def test_frames_other_than_64x64_are_refused():
 
 # --- training ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", MODELS)
-def test_elbo_falls_on_moving_digits(name):
-    torch.set_num_threads(1)
+def test_training_step_reports_the_elbo_terms_under_the_reference_adam_eps(name):
+    # That the ELBO falls is the contract's check (tests/test_contract.py).
     model = tiny(name)
-    data = DATASETS.get("moving-digits").create(train_size=64, context=10, future=10).split("train")
     trainer = TrainContext(model, model.config, "fp32", torch.device("cpu"))
     assert trainer.optimizers["model"].defaults["eps"] == 1e-4
-    batch = torch.stack([data[i] for i in range(4)])
-    losses = []
-    for iteration in range(30):
-        trainer.iteration = iteration
-        terms = model.training_step(batch, trainer)
-        assert set(terms) == {"loss", "nll", "kl"} and not terms["loss"].requires_grad
-        losses.append(float(terms["loss"]))
-    # The Gaussian constant of the 4096 pixels does not depend on the model: the rest must fall by 15%.
-    constant = float(gaussian_nll(torch.zeros(()), torch.zeros(()), model.config.dec_stddev)) * 64 * 64
-    first, last = sum(losses[:3]) / 3 - constant, sum(losses[-3:]) / 3 - constant
-    print(f"{name}: negative ELBO per frame {first + constant:.1f} -> {last + constant:.1f}")
-    assert last < 0.85 * first
+    terms = model.training_step(torch.rand(4, 20, 1, 64, 64), trainer)
+    assert set(terms) == {"loss", "nll", "kl"} and not terms["loss"].requires_grad
 
 
 def test_training_windows_are_train_length_frames_at_random_offsets():
@@ -118,29 +106,6 @@ def test_loss_is_nll_plus_kl_per_frame():
     terms = model.elbo(clip)
     assert torch.allclose(terms["loss"], terms["nll"] + terms["kl"])
     assert terms["kl"] > 0
-
-
-# --- sampling ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", MODELS)
-def test_same_seed_same_samples_and_samples_differ(name):
-    model = tiny(name).eval()
-    context = torch.rand(2, 10, 1, 64, 64)
-    with torch.no_grad():
-        a = model(context, 8, samples=3, generator=torch.Generator().manual_seed(1))
-        b = model(context, 8, samples=3, generator=torch.Generator().manual_seed(1))
-        c = model(context, 8, samples=3, generator=torch.Generator().manual_seed(2))
-        one = model(context, 8, generator=torch.Generator().manual_seed(1))
-        torch.manual_seed(5)
-        g1 = model(context, 8)
-        torch.manual_seed(5)
-        g2 = model(context, 8)
-    assert a.shape == (2, 3, 8, 1, 64, 64) and one.shape == (2, 8, 1, 64, 64)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    for i in range(3):
-        for j in range(i + 1, 3):
-            assert not torch.allclose(a[:, i], a[:, j])
-    assert torch.equal(g1, g2)  # generator=None: the global RNG
-    assert a.min() >= 0 and a.max() <= 1
 
 
 # --- long rollouts ----------------------------------------------------------------------------------
@@ -192,6 +157,7 @@ def test_contexts_not_divisible_by_36_work_and_filter_only_complete_blocks():
     with torch.no_grad():
         out = model(torch.rand(2, 10, 1, 64, 64), 10, samples=2, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 2, 10, 1, 64, 64) and torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1  # decoded frames are clamped
     # 10 frames: level 0 filters all 10, level 1 its complete block 0-5, the top level (0-35) none.
     assert calls == {0: 10, 1: 1, 2: 0}
     calls.update({0: 0, 1: 0, 2: 0})
