@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,10 @@ def tiny(name: str, spec: VideoSpec = MMNIST, **overrides):
     """`name` at its `tiny` preset (the size the contract checks), seeded: what a test of one behaviour builds."""
     torch.manual_seed(0)
     return create_predictor(name, spec, preset="tiny", **overrides)
+
+
+def readme_plugin_source() -> str:
+    """The example plugin of the README's "Adding a predictor" section: tests run what users copy."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Adding a predictor"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)

@@ -4,7 +4,6 @@ What every predictor must do is checked here once for all of them; a predictor's
 its own (reference equations, hand-counted sizes, its objective's terms).
 """
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 
@@ -12,12 +11,10 @@ from vpbench.contract import CHECKS, TINY, Subject, run_check
 from vpbench.cpu import set_threads
 from vpbench.registry import PREDICTORS
 
-from conftest import run_bench
+from conftest import readme_plugin_source, run_bench
 
 set_threads()  # VPBENCH_THREADS, as `bench` itself honours it
 
-# Once the README carries the example plugin, this test should extract it from there instead.
-EXAMPLE_PLUGIN = Path(__file__).parent / "fixtures" / "example_plugin.py"
 
 BROKEN_PLUGIN = '''
 from torch import nn
@@ -68,7 +65,8 @@ def test_every_trainable_built_in_declares_its_tiny_size():
 
 
 def test_bench_check_passes_the_example_plugin_and_checks_only_its_predictors(tmp_path):
-    proc = run_bench("check", "--plugin", str(EXAMPLE_PLUGIN), cwd=tmp_path, env={"VPBENCH_THREADS": "1"})
+    (tmp_path / "window_cnn.py").write_text(readme_plugin_source())
+    proc = run_bench("check", "--plugin", "window_cnn.py", cwd=tmp_path, env={"VPBENCH_THREADS": "1"})
     lines = proc.stdout.splitlines()
     assert [line.split(" (")[0] for line in lines] == [
         f"{'SKIP' if check.only == 'stochastic' else 'PASS'} window-cnn: {check.name}" for check in CHECKS], proc.stdout

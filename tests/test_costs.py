@@ -12,7 +12,7 @@ from vpbench.cli import app
 from vpbench.cpu import set_threads
 from vpbench.costs import FAMILIES, count_flops, measure_costs
 from vpbench.predictor import Predictor, create_predictor
-from vpbench.registry import DATASETS, PREDICTORS
+from vpbench.registry import DATASETS
 from vpbench.spec import VideoSpec
 
 set_threads()  # VPBENCH_THREADS, as `bench` itself honours it

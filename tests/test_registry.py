@@ -18,6 +18,7 @@ import vpbench
 from vpbench import (PREDICTORS, Predictor, Protocol, RecurrentConfig, StochasticConfig, StochasticPredictor,
                      TrainConfig, UserError, VideoDataset, VideoSpec, create_predictor, resolve_config)
 from vpbench.registry import Registry
+from conftest import readme_plugin_source
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "from dataclasses import dataclass\nfrom vpbench import Predictor, TrainConfig, register_predictor\n"
@@ -64,17 +65,11 @@ def test_run_refuses_a_plain_dataclass_config_before_any_work(bench, tmp_path):
     assert not (tmp_path / "R").exists()
 
 
-def _readme_example() -> str:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Adding a predictor"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
 def test_the_readme_plugin_registers_and_list_verbose_shows_its_settings_and_presets(bench, tmp_path):
-    assert "from vpbench.predictor" not in _readme_example()  # a plugin imports from `vpbench` only
-    (tmp_path / "my_model.py").write_text(_readme_example())
-    out = bench("list", "predictors", "--verbose", "--plugin", "my_model.py").stdout
-    block = out[out.index("  my-model "):]
+    assert "from vpbench.predictor" not in readme_plugin_source()  # a plugin imports from `vpbench` only
+    (tmp_path / "window_cnn.py").write_text(readme_plugin_source())
+    out = bench("list", "predictors", "--verbose", "--plugin", "window_cnn.py").stdout
+    block = out[out.index("  window-cnn "):]
     block = block[:block.index("\n  ", block.index("preset moving-digits"))]
     assert re.search(r"adam_beta1\s+float = 0.9  # adam/adamw first-moment decay", block), block
     assert re.search(r"hidden\s+int = 64", block) and "preset moving-digits: hidden=32" in block
