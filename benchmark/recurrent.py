@@ -99,18 +99,19 @@ class RecurrentPredictor(Predictor):
         state = self.init_state(batch, truth.device, truth.dtype)
         prediction: Tensor | None = None
         kept = []
+        # Which steps feed truth, prediction or a mix is decided on the host from one copy of the mask, so the
+        # loop never waits for the device (a CPU mask, as `forward` passes, is not copied at all).
+        all_truth, no_truth = (feed_truth == 1).all(dim=0).tolist(), (feed_truth == 0).all(dim=0).tolist()
         for t in range(steps):
             if t >= truth.shape[1]:
                 frame = prediction
+            elif prediction is None or all_truth[t]:
+                frame = truth[:, t]
+            elif no_truth[t]:
+                frame = prediction
             else:
-                use = feed_truth[:, t].to(truth.dtype)
-                if prediction is None or bool((use == 1).all()):
-                    frame = truth[:, t]
-                elif bool((use == 0).all()):
-                    frame = prediction
-                else:
-                    use = use.view(batch, 1, 1, 1)
-                    frame = use * truth[:, t] + (1 - use) * prediction
+                use = feed_truth[:, t].to(truth.device, truth.dtype).view(batch, 1, 1, 1)
+                frame = use * truth[:, t] + (1 - use) * prediction
             prediction, state = self.step(frame, state)
             if t >= keep_from:
                 kept.append(prediction)
@@ -120,7 +121,7 @@ class RecurrentPredictor(Predictor):
         """Closed-loop prediction of `future` frames after `context` [B, Tc, C, H, W]."""
         p, tc = self.config.patch_size, context.shape[1]
         truth = patchify(context, p)
-        feed = torch.ones(context.shape[0], tc, device=context.device)
+        feed = torch.ones(context.shape[0], tc)  # on the host: the rollout reads it there
         out = self.unroll(truth, tc + future - 1, feed, keep_from=tc - 1)
         return unpatchify(out, p, self.spec.channels)
 

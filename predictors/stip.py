@@ -266,7 +266,7 @@ class STIP(RecurrentPredictor):
         outlives its use: at 4K each costs 400 MB (the padded context, its patches, the predictions)."""
         p, steps = self.config.patch_size, context.shape[1]
         truth = patchify(self._to_model_space(context), p)
-        out = self.unroll(truth, steps + future - 1, torch.ones(context.shape[0], steps, device=context.device),
+        out = self.unroll(truth, steps + future - 1, torch.ones(context.shape[0], steps),
                           keep_from=steps - 1)
         del truth
         return self._from_model_space(unpatchify(out, p, self.spec.channels))
