@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _SOURCES = {
     "Predictor": "predictor", "StochasticPredictor": "predictor", "ResolvedConfig": "predictor",
     "create_predictor": "predictor", "resolve_config": "predictor", "count_parameters": "predictor",
+    "Trainer": "predictor",
     "RecurrentPredictor": "recurrent", "RecurrentConfig": "recurrent",
     "TrainConfig": "config", "StochasticConfig": "config", "setting": "config", "iterations": "config",
     "bookkeeping": "config",
@@ -46,8 +47,8 @@ if TYPE_CHECKING:  # what type checkers see; the lazy table above is what runs
     from .config import StochasticConfig, TrainConfig, bookkeeping, iterations, setting
     from .data import DatasetConfig, Protocol, VideoDataset
     from .errors import UserError
-    from .predictor import (Predictor, ResolvedConfig, StochasticPredictor, count_parameters, create_predictor,
-                            resolve_config)
+    from .predictor import (Predictor, ResolvedConfig, StochasticPredictor, Trainer, count_parameters,
+                            create_predictor, resolve_config)
     from .recurrent import RecurrentConfig, RecurrentPredictor
     from .registry import DATASETS, PREDICTORS, load_plugin, register_dataset, register_predictor
     from .spec import VideoSpec

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -11,9 +11,7 @@ from .metrics.accumulate import MetricSums
 from .metrics.base import Metric
 from .metrics.frame import FrameMetric
 from .precision import Precision, autocast
-
-if TYPE_CHECKING:  # annotations only: the predictor module imports training, which imports this one
-    from .predictor import Predictor
+from .predictor import Predictor
 
 
 def _sync(device: torch.device) -> None:

@@ -6,7 +6,7 @@ Registration checks the contract (`registration.py`); `resolve_config` + `Resolv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,15 @@ from .errors import UserError
 from .registry import PREDICTORS
 from .spec import VideoSpec
 
-if TYPE_CHECKING:
-    from .training import TrainContext
+class Trainer(Protocol):
+    """What a predictor's `training_step` may ask of the harness (`vpbench.training.TrainContext` is it): a
+    predictor never builds optimizers or scalers, so precision and distribution stay the harness's business."""
+
+    iteration: int
+
+    def backward(self, loss: Tensor) -> None: ...
+
+    def step(self, name: str = "model") -> None: ...
 
 
 class Predictor(nn.Module):
@@ -54,7 +61,7 @@ class Predictor(nn.Module):
         target = clip[:, self.spec.context:]
         return F.mse_loss(self(context, target.shape[1]), target)
 
-    def training_step(self, clip: Tensor, trainer: "TrainContext") -> dict[str, Tensor]:
+    def training_step(self, clip: Tensor, trainer: Trainer) -> dict[str, Tensor]:
         """One optimisation step. Adversarial predictors override this and step several optimizers;
         `trainer.backward` / `trainer.step` keep mixed precision and clipping the harness's business."""
         loss = self.training_loss(clip, trainer.iteration)

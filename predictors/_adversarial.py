@@ -7,14 +7,12 @@ The discriminator's parameter names (`main.*`, `linear.0.*`) follow the referenc
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from vpbench.training import TrainContext
+from vpbench.predictor import Trainer
 
 
 def _halved(size: int, times: int) -> int:
@@ -60,7 +58,7 @@ def bce(probability: Tensor, real: bool) -> Tensor:
         return F.binary_cross_entropy(probability, torch.full_like(probability, float(real)))
 
 
-def adversarial_step(trainer: "TrainContext", discriminator: FrameDiscriminator | None, prediction: Tensor,
+def adversarial_step(trainer: Trainer, discriminator: FrameDiscriminator | None, prediction: Tensor,
                      target: Tensor, *, lp_weight: float, adv_weight: float) -> dict[str, Tensor]:
     """One iteration of the reference's two updates on a rollout `prediction` of `target`.
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +40,13 @@ from torch import Tensor, nn
 
 from vpbench.config import iterations, tiny_preset
 from vpbench.errors import UserError
+from vpbench.predictor import Trainer
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, patchify, unpatchify
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
 
 from ._adversarial import FrameDiscriminator, adversarial_step
 
-if TYPE_CHECKING:
-    from vpbench.training import TrainContext
 
 State = tuple[Tensor, list[Tensor]]  # (the previous input frame, the temporal state of each layer)
 
@@ -281,7 +280,7 @@ class STIP(RecurrentPredictor):
         """The MSE part of the objective (the whole of it with the discriminator off)."""
         return F.mse_loss(*self._teacher_forced(clip, iteration))
 
-    def training_step(self, clip: Tensor, trainer: "TrainContext") -> dict[str, Tensor]:
+    def training_step(self, clip: Tensor, trainer: Trainer) -> dict[str, Tensor]:
         prediction, target = self._teacher_forced(clip, trainer.iteration)
         return adversarial_step(trainer, self.discriminator, prediction, target,
                                 lp_weight=self.config.lp_weight, adv_weight=self.config.adv_weight)
