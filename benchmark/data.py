@@ -21,7 +21,10 @@ SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Protocol:
-    """One evaluation setting: how many frames are given, how many predicted, at what size."""
+    """One evaluation setting: how many frames are given, how many predicted, at what size.
+
+    The size is declared, never read from the files (stored frames of another size are resized to it),
+    so the clips' shape follows from the protocol and the options alone: `VideoDataset.protocol_without_data`."""
 
     name: str
     context: int
