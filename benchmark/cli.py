@@ -66,6 +66,17 @@ def list_cmd(what: ListWhat = typer.Argument(ListWhat.all), plugin: Optional[Lis
         print("\n".join(dataset_lines(verbose)))
 
 
+def _overrides(set_: Optional[List[str]], config: Optional[Path], context: Optional[int],
+               horizon: Optional[int]) -> Overrides:
+    """--config, then --set, then --context / --horizon (the dataset's context / future: any protocol,
+    e.g. 36 -> 300). Scopes may name any registered predictor, so one config file serves any subset."""
+    known = set(PREDICTORS.names())
+    overrides = load_config_file(config, known) if config is not None else Overrides()
+    overrides = overrides.merge(parse_set_options(set_ or [], known))
+    overrides.dataset.update({k: v for k, v in (("context", context), ("future", horizon)) if v is not None})
+    return overrides
+
+
 def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_: Optional[List[str]],
              config: Optional[Path], plugin: Optional[List[Path]], context: Optional[int], horizon: Optional[int],
              precision: Precision, **settings: object) -> list[dict]:
@@ -75,14 +86,7 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_
     set_threads()
     _load_plugins(plugin)
     names = _split_names(models)
-    # Scopes may name any registered predictor, so one config file can serve runs of different subsets.
-    known = set(PREDICTORS.names())
-    overrides = Overrides()
-    if config is not None:
-        overrides = load_config_file(config, known)
-    overrides = overrides.merge(parse_set_options(set_ or [], known))
-    # --context / --horizon are the dataset's context / future: any protocol, e.g. 36 -> 300.
-    overrides.dataset.update({k: v for k, v in (("context", context), ("future", horizon)) if v is not None})
+    overrides = _overrides(set_, config, context, horizon)
     run_settings = RunSettings(precision=precision.value, **settings,  # type: ignore[arg-type]
                                progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1")
     return run_models(names, dataset, protocol, overrides, run_settings, mode)  # type: ignore[arg-type]
@@ -158,18 +162,18 @@ def profile(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Option
             device: str = DeviceOpt, seed: int = SeedOpt, set_: Optional[List[str]] = SetOpt,
             config: Optional[Path] = ConfigOpt, plugin: Optional[List[Path]] = PluginOpt,
             preset: Optional[str] = PresetOpt, precision: Precision = PrecisionOpt,
+            context: Optional[int] = ContextOpt, horizon: Optional[int] = HorizonOpt,
             repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs; the median is reported."),
             warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs first."),
             json_: bool = typer.Option(False, "--json", help="A JSON list with one object per predictor.")) -> None:
-    """Params, FLOPs, inference time and peak memory at batch 1, without training (weights are random)."""
+    """Params, FLOPs, inference time and peak memory at batch 1, without training (weights are random)
+    and without data (a random clip of the protocol's shape: no `bench data prepare` needed)."""
     from .cpu import set_threads
     from .profiling import profile_models, render_profiles
 
     set_threads()
     _load_plugins(plugin)
-    known = set(PREDICTORS.names())
-    overrides = load_config_file(config, known) if config is not None else Overrides()
-    overrides = overrides.merge(parse_set_options(set_ or [], known))
+    overrides = _overrides(set_, config, context, horizon)
     records = profile_models(_split_names(models), dataset, protocol, overrides, device=device, seed=seed,
                              preset=preset, precision=precision.value, repeats=repeats, warmup=warmup)
     print(render_profiles(records, as_json=json_))

@@ -318,7 +318,7 @@ def measure_costs(model: Predictor, clip: Tensor, device: torch.device, device_n
                                precision=precision)
     ms = statistics.median(times)
     costs.update(ms_per_sequence=ms, fps=1000 * spec.future / ms if ms > 0 else None, **memory,
-                 timing=(f"batch 1, one test sequence ({spec.context} frames in, {spec.future} out), eval mode, "
+                 timing=(f"batch 1, one sequence ({spec.context} frames in, {spec.future} out), eval mode, "
                          f"no grad, {precision}, median of {len(times)} runs after {warmup} warm-up; "
                          + ("CUDA events" if device.type == "cuda" else "perf_counter wall time")),
                  device=device_name)

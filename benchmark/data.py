@@ -21,7 +21,10 @@ SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Protocol:
-    """One evaluation setting: how many frames are given, how many predicted, at what size."""
+    """One evaluation setting: how many frames are given, how many predicted, at what size.
+
+    The size is declared, never read from the files (stored frames of another size are resized to it),
+    so the clips' shape follows from the protocol and the options alone: `VideoDataset.protocol_without_data`."""
 
     name: str
     context: int
@@ -67,24 +70,39 @@ class VideoDataset:
 
     def __init__(self, config: Any, protocol: str | None = None) -> None:
         self.config = config
-        if not self.protocols:
-            raise UserError(f"dataset {self.registry_name!r} declares no protocol")
-        name = protocol or next(iter(self.protocols))
-        if name not in self.protocols:
-            raise UserError(f"dataset {self.registry_name!r} has no protocol {name!r}; "
-                            f"choose from {', '.join(self.protocols)}")
-        base = self.protocols[name]
+        self.protocol = self.resolve_protocol(config, protocol)
+
+    @classmethod
+    def resolve_protocol(cls, config: Any, protocol: str | None = None) -> Protocol:
+        """The named protocol (default: the first declared) with the config's context, future, height
+        and width applied; from the class's declarations alone, no file is read."""
+        if not cls.protocols:
+            raise UserError(f"dataset {cls.registry_name!r} declares no protocol")
+        name = protocol or next(iter(cls.protocols))
+        if name not in cls.protocols:
+            raise UserError(f"dataset {cls.registry_name!r} has no protocol {name!r}; "
+                            f"choose from {', '.join(cls.protocols)}")
         changes = {k: getattr(config, k) for k in ("context", "future", "height", "width")
                    if getattr(config, k, None) is not None}
         for key, value in changes.items():
             if value <= 0:
                 raise UserError(f"dataset option {key} must be positive, got {value}")
-        self.protocol = replace(base, **changes)
+        return replace(cls.protocols[name], **changes)
+
+    @classmethod
+    def make_config(cls, **options: Any) -> Any:
+        return apply_overrides(cls.Config(), options, f"dataset {cls.registry_name}")
 
     @classmethod
     def create(cls, protocol: str | None = None, **options: Any) -> "VideoDataset":
-        config = apply_overrides(cls.Config(), options, f"dataset {cls.registry_name}")
-        return cls(config, protocol)
+        return cls(cls.make_config(**options), protocol)
+
+    @classmethod
+    def protocol_without_data(cls, protocol: str | None = None, **options: Any) -> Protocol:
+        """What `create(protocol, **options).protocol` would be, without building the dataset: the frame
+        size and lengths are declared, so this works before `bench data prepare` (used by `bench profile`).
+        Options are checked by name and type, not by the dataset's own checks of the data."""
+        return cls.resolve_protocol(cls.make_config(**options), protocol)
 
     @classmethod
     def summary(cls) -> str:
@@ -95,7 +113,12 @@ class VideoDataset:
         return self.protocol.spec
 
     def presets(self) -> tuple[str, ...]:
-        return self.preset_keys or (self.registry_name,)
+        return self.presets_for(self.protocol)
+
+    @classmethod
+    def presets_for(cls, protocol: Protocol) -> tuple[str, ...]:
+        """Predictor preset keys for `protocol`, tried in order (see `preset_keys`)."""
+        return cls.preset_keys or (cls.registry_name,)
 
     def split(self, name: Split) -> Dataset:
         """Clips of one split; train, val and test never share a sequence."""

@@ -1,4 +1,4 @@
-"""`bench profile`: the costs of predictors built from their configs, without training."""
+"""`bench profile`: the costs of predictors built from their configs, without training and without data."""
 from __future__ import annotations
 
 import json
@@ -8,31 +8,43 @@ import torch
 
 from .config import Overrides
 from .costs import measure_costs
+from .data import Protocol
 from .predictor import resolve_config
-from .registry import PREDICTORS
-from .runner import build_dataset, check_shared_keys, describe_device, predictor_overrides, resolve_device
+from .registry import DATASETS, PREDICTORS
+from .runner import check_shared_keys, describe_device, predictor_overrides, resolve_device
+
+INPUT = "random clip of the protocol's shape, uniform in [0, 1] (seeded); costs do not depend on the values, no data needed"
+
+
+def random_clip(protocol: Protocol, seed: int) -> torch.Tensor:
+    """A clip [T, C, H, W] of the protocol's shape, uniform in [0, 1], the same for a given seed."""
+    generator = torch.Generator().manual_seed(seed)
+    spec = protocol.spec
+    return torch.rand(spec.length, spec.channels, spec.height, spec.width, generator=generator)
 
 
 def profile_models(models: list[str], dataset_name: str, protocol: str | None, overrides: Overrides, *,
                    device: str = "auto", seed: int = 0, preset: str | None = None, precision: str = "fp32",
                    repeats: int = 10, warmup: int = 2) -> list[dict[str, Any]]:
-    """One record per predictor: params, FLOPs, time and memory at batch 1 on the first test sequence.
-    Weights are random (seeded): costs do not depend on them."""
+    """One record per predictor: params, FLOPs, time and memory at batch 1. Weights are random (seeded)
+    and so is the input clip, of the shape the dataset's protocol and options declare: costs depend on
+    neither, and the dataset is never built, so no data need be prepared (or read, when they are)."""
     classes = [PREDICTORS.get(name) for name in models]
-    dataset = build_dataset(dataset_name, protocol, overrides.dataset)
+    dataset = DATASETS.get(dataset_name)
+    resolved_protocol = dataset.protocol_without_data(protocol, **overrides.dataset)
     check_shared_keys(classes, overrides)
     torch_device = resolve_device(device)
-    clip = dataset.split("test")[0]
+    clip = random_clip(resolved_protocol, seed)
     records = []
     for cls in classes:
-        resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
+        resolved = resolve_config(cls, dataset.presets_for(resolved_protocol), predictor_overrides(cls, overrides),
                                   preset=preset if preset in cls.presets else None)
         torch.manual_seed(seed)
-        model = resolved.build(dataset.spec).to(torch_device)
+        model = resolved.build(resolved_protocol.spec).to(torch_device)
         costs = measure_costs(model, clip, torch_device, describe_device(torch_device), warmup=warmup,
                               repeats=repeats, precision=precision)
         records.append({"predictor": cls.registry_name, "dataset": dataset.registry_name,
-                        "protocol": dataset.protocol.to_dict(), "preset": resolved.preset, **costs})
+                        "protocol": resolved_protocol.to_dict(), "preset": resolved.preset, "input": INPUT, **costs})
         del model
     return records
 

@@ -128,9 +128,10 @@ class StoredDataset(VideoDataset):
         return {}
 
     # -- shared ------------------------------------------------------------------------------------
-    def presets(self) -> tuple[str, ...]:
+    @classmethod
+    def presets_for(cls, protocol: Protocol) -> tuple[str, ...]:
         """`<name>-<protocol>` first (a predictor's settings for one protocol), then the dataset's keys."""
-        return (f"{self.registry_name}-{self.protocol.name}", *super().presets())
+        return (f"{cls.registry_name}-{protocol.name}", *super().presets_for(protocol))
 
     @property
     def plan(self) -> Plan:
