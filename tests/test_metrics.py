@@ -142,7 +142,7 @@ def test_fast_ssim_redoes_float32_plateaus_in_float64():
         halves = np.broadcast_to((np.mgrid[0:shape[1], 0:shape[2]][1] >= shape[2] // 2).astype(float), shape)
         p, t = np.clip(halves + 1e-4 * rng.standard_normal(shape), 0, 1), np.array(halves)
         pred, target, ref = torch.from_numpy(p[None]), torch.from_numpy(t[None]), sk_ssim(p, t)
-        sums = frame._ssim_pieces(pred.float(), target.float(), 1.0)
+        sums = frame._ssim_pieces(pred.float(), target.float(), 1.0, torch.float32)
         pixels = shape[0] * (shape[1] - 10) * (shape[2] - 10)
         assert abs(sums[0, 0].item() / pixels - ref) > 2e-6  # float32 alone is off here ...
         assert sums[1, 0].item() * 2.0**-24 / pixels > frame._RISK  # ... and says so

@@ -129,20 +129,24 @@ def _ssim_sums(x: Tensor, y: Tensor, shift_x: Tensor, shift_y: Tensor, data_rang
     return torch.stack([numerator.div_(denominator).sum(dim=(1, 2, 3), dtype=torch.float64), risk])
 
 
-def _ssim_pieces(x: Tensor, y: Tensor, data_range: float) -> Tensor:
-    """_ssim_sums over all of [N, C, H, W] images, in pieces: whole images a few at a time, or bands
-    of output rows (with their 10-row halo) of large ones -> [2, N]."""
+def _images_per_piece(x: Tensor) -> int:
+    return max(1, _CHUNK_PIXELS.get(x.device.type, _CHUNK_PIXELS_ELSEWHERE) // x.shape[1:].numel())
+
+
+def _ssim_pieces(x: Tensor, y: Tensor, data_range: float, dtype: torch.dtype) -> Tensor:
+    """_ssim_sums in `dtype` over all of [N, C, H, W] images, in pieces: whole images a few at a time,
+    or bands of output rows (with their 10-row halo) of large ones -> [2, N]."""
     n, c, h, w = x.shape
     # E[x^2] - E[x]^2 cancels catastrophically in float32 unless every image is centred first.
-    shift_x, shift_y = x.mean(dim=(2, 3), keepdim=True), y.mean(dim=(2, 3), keepdim=True)
-    chunk = _CHUNK_PIXELS.get(x.device.type, _CHUNK_PIXELS_ELSEWHERE)
-    rows, images = max(1, chunk // (c * w) - 2 * _RADIUS), max(1, chunk // (c * h * w))
+    shift_x, shift_y = (z.mean(dim=(2, 3), keepdim=True, dtype=dtype) for z in (x, y))
+    rows = max(1, _CHUNK_PIXELS.get(x.device.type, _CHUNK_PIXELS_ELSEWHERE) // (c * w) - 2 * _RADIUS)
     sums = torch.zeros(2, n, dtype=torch.float64, device=x.device)
-    for i in range(0, n, images):
-        part = slice(i, i + images)
+    for i in range(0, n, _images_per_piece(x)):
+        part = slice(i, i + _images_per_piece(x))
         for r in range(0, h - 2 * _RADIUS, rows):
             band = slice(r, r + rows + 2 * _RADIUS)
-            sums[:, part] += _ssim_sums(x[part, :, band], y[part, :, band], shift_x[part], shift_y[part], data_range)
+            sums[:, part] += _ssim_sums(x[part, :, band].to(dtype), y[part, :, band].to(dtype), shift_x[part],
+                                        shift_y[part], data_range)
     return sums
 
 
@@ -153,15 +157,15 @@ def _ssim_fast(pred: Tensor, target: Tensor, data_range: float) -> Tensor:
         raise ValueError(f"SSIM needs images of at least {_WIN}x{_WIN} pixels "
                          f"(Gaussian window, sigma={_SIGMA}), got {h}x{w}")
     pixels = c * (h - 2 * _RADIUS) * (w - 2 * _RADIUS)
-    sums = _ssim_pieces(pred.to(torch.float32), target.to(torch.float32), data_range)
+    sums = _ssim_pieces(pred, target, data_range, torch.float32)
     # float32 rounds E[x^2] and E[x]^2 by ~2^-24 E[x^2] each; where windows are flat but far from the
     # image mean (plateaus of 0 and 1), that is not small against var + C2 and, all windows rounding
     # alike, does not average out. Images whose mean risk times 2^-24 passes _RISK are redone in float64:
     # measured errors stayed below 5x that estimate (binary digits, blurred and quantised to uint8).
     wide = _wide_dtype(pred.device)
     redo = (sums[1] * 2.0**-24 / pixels > _RISK).nonzero().squeeze(1)
-    if len(redo) and wide == torch.float64:
-        sums[:, redo] = _ssim_pieces(pred[redo].to(wide), target[redo].to(wide), data_range)
+    for images in redo.split(_images_per_piece(pred)) if wide == torch.float64 else ():
+        sums[:, images] = _ssim_pieces(pred[images], target[images], data_range, wide)
     return (sums[0] / pixels).to(wide)
 
 
@@ -211,8 +215,9 @@ _FRAME_FNS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": mse, "mae": mae, "psnr": psnr, "ssim": ssim}
 
 
-# Frames scored at a time: SSIM's float64 moment maps of a long rollout would otherwise fill memory.
-FRAMES_PER_CHUNK = 256
+# Pixels scored at a time (whole frames, at least one): the float64 differences of MSE and MAE of a long
+# 512x512 rollout would otherwise fill memory (SSIM works in smaller pieces of its own).
+PIXELS_PER_CHUNK = 1 << 24
 
 
 @torch.no_grad()
@@ -222,7 +227,8 @@ def score_frames(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         raise ValueError(f"expected pred and target of equal shape [B, T, C, H, W], "
                          f"got {tuple(pred.shape)} and {tuple(target.shape)}")
     b, t = pred.shape[:2]
-    chunks = zip(pred.flatten(0, 1).split(FRAMES_PER_CHUNK), target.flatten(0, 1).split(FRAMES_PER_CHUNK))
+    frames = max(1, PIXELS_PER_CHUNK // pred.shape[2:].numel())
+    chunks = zip(pred.flatten(0, 1).split(frames), target.flatten(0, 1).split(frames))
     parts = [torch.stack([_FRAME_FNS[name](p, q) for name in METRICS]) for p, q in chunks]
     per_frame = torch.cat(parts, dim=1).view(len(METRICS), b, t)
     return {name: per_frame[i] for i, name in enumerate(METRICS)}
