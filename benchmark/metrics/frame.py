@@ -33,12 +33,16 @@ def _check_images(pred: Tensor, target: Tensor) -> None:
                          f"{tuple(pred.shape)} and {tuple(target.shape)}")
 
 
-def _ssim(pred: Tensor, target: Tensor, data_range: float, dtype: torch.dtype) -> Tensor:
+def _check_ssim_images(pred: Tensor, target: Tensor) -> torch.Size:
     _check_images(pred, target)
-    _, c, h, w = pred.shape
-    if h < _WIN or w < _WIN:
+    if min(pred.shape[-2:]) < _WIN:
         raise ValueError(f"SSIM needs images of at least {_WIN}x{_WIN} pixels "
-                         f"(Gaussian window, sigma={_SIGMA}), got {h}x{w}")
+                         f"(Gaussian window, sigma={_SIGMA}), got {pred.shape[-2]}x{pred.shape[-1]}")
+    return pred.shape
+
+
+def _ssim(pred: Tensor, target: Tensor, data_range: float, dtype: torch.dtype) -> Tensor:
+    _, c, h, w = _check_ssim_images(pred, target)
     x, y = pred.to(dtype), target.to(dtype)
     shift_x = shift_y = None
     if dtype != torch.float64:
@@ -47,9 +51,7 @@ def _ssim(pred: Tensor, target: Tensor, data_range: float, dtype: torch.dtype) -
         shift_x = x.mean(dim=(2, 3), keepdim=True)
         shift_y = y.mean(dim=(2, 3), keepdim=True)
         x, y = x - shift_x, y - shift_y
-    coords = torch.arange(-_RADIUS, _RADIUS + 1, dtype=dtype, device=pred.device)
-    kernel = torch.exp(-0.5 / _SIGMA**2 * coords**2)
-    kernel = kernel / kernel.sum()
+    kernel = _gaussian(dtype, pred.device)
     groups = 5 * c
     # skimage filters with reflect padding and then crops `radius` pixels from every
     # side of the SSIM map: exactly the pixels the padding reaches, so a padding-free
@@ -151,11 +153,7 @@ def _ssim_pieces(x: Tensor, y: Tensor, data_range: float, dtype: torch.dtype) ->
 
 
 def _ssim_fast(pred: Tensor, target: Tensor, data_range: float) -> Tensor:
-    _check_images(pred, target)
-    _, c, h, w = pred.shape
-    if h < _WIN or w < _WIN:
-        raise ValueError(f"SSIM needs images of at least {_WIN}x{_WIN} pixels "
-                         f"(Gaussian window, sigma={_SIGMA}), got {h}x{w}")
+    _, c, h, w = _check_ssim_images(pred, target)
     pixels = c * (h - 2 * _RADIUS) * (w - 2 * _RADIUS)
     sums = _ssim_pieces(pred, target, data_range, torch.float32)
     # float32 rounds E[x^2] and E[x]^2 by ~2^-24 E[x^2] each; where windows are flat but far from the
