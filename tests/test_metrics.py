@@ -8,6 +8,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from vpbench.metrics.accumulate import MetricSums
+from vpbench.metrics import frame
 from vpbench.metrics.frame import METRICS, FrameMetric, _ssim, psnr, ssim
 
 TOL = 1e-4
@@ -92,6 +93,87 @@ def test_float32_path_survives_cancellation():
     assert ours == pytest.approx(ref, abs=TOL)
 
 
+def hard_pairs(c: int, h: int, w: int, seed: int = 2) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Cases for float32: large means with small variances, exact 0/1 plateaus next to each other."""
+    rng = np.random.default_rng(seed)
+    noise = lambda scale: scale * rng.standard_normal((c, h, w))  # noqa: E731
+    yy, xx = np.mgrid[0:h, 0:w]
+    halves = np.broadcast_to((xx >= w // 2).astype(float), (c, h, w))
+    ramp = np.broadcast_to(0.2 + 0.6 * (xx + 2 * yy) / (w + 2 * h), (c, h, w))
+    binary = (rng.random((c, h, w)) > 0.5).astype(float)
+    pairs = {
+        "near-constant-bright": (0.999 + noise(1e-4), np.full((c, h, w), 0.9995) + noise(1e-4)),
+        "near-constant-dark": (1e-3 + np.abs(noise(1e-4)), np.abs(noise(1e-4))),
+        "binary-0-1-vs-flipped": (binary, np.where(rng.random((c, h, w)) < 0.05, 1 - binary, binary)),
+        "all-ones-vs-all-zeros": (np.ones((c, h, w)), np.zeros((c, h, w))),
+        "ramp+noise": (ramp + noise(0.01), ramp.copy()),
+    }
+    return {k: (np.clip(p, 0, 1), np.clip(t, 0, 1)) for k, (p, t) in pairs.items()}
+
+
+FAST_SHAPES = [(1, 11, 11), (3, 11, 11), (1, 64, 64), (3, 64, 64), (1, 13, 29), (3, 48, 80), (1, 150, 37),
+               (3, 140, 270)]
+
+
+@pytest.mark.parametrize("pieces", ["whole", "tiled"])
+@pytest.mark.parametrize("shape", FAST_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fast_ssim_matches_skimage_and_reference(shape, pieces, monkeypatch):
+    # float32 band-matrix path against skimage within 1e-5, and against the float64 grouped-conv reference.
+    if pieces == "tiled":  # small tiles and pieces, so that bands of rows and tiles of columns meet in small images
+        monkeypatch.setattr(frame, "_TILE", 16)
+        monkeypatch.setattr(frame, "_CHUNK_PIXELS", {"cpu": 40 * shape[0] * shape[2]})
+    pairs = {**make_pairs(*shape, seed=3), **hard_pairs(*shape)}
+    pred, target = batch(pairs)
+    for p, t in [(pred, target), (pred.float(), target.float())]:
+        ours = ssim(p, t)
+        assert ours.dtype == torch.float64 and ours.shape == (len(pairs),)
+        assert ours.numpy() == pytest.approx(ssim(p, t, exact=True).numpy(), abs=1e-5)
+    ref = [sk_ssim(p, t) for p, t in pairs.values()]
+    for name, ours_i, ref_i in zip(pairs, ssim(pred, target).tolist(), ref):
+        assert ours_i == pytest.approx(ref_i, abs=1e-5), name
+
+
+def test_fast_ssim_redoes_float32_plateaus_in_float64():
+    # Plateaus of identical values far from the image mean (exact 0 and 1 halves, variances ~1e-8) make every
+    # plateau window round alike in float32: E[x^2] - E[x]^2 errs by a few ulps of 0.25 against C2 = 9e-4,
+    # 1e-5 to 3e-5 on the mean. Such images are flagged by their rounding risk and redone in float64.
+    for shape in [(1, 13, 29), (3, 64, 64), (1, 128, 96)]:
+        rng = np.random.default_rng(5)
+        halves = np.broadcast_to((np.mgrid[0:shape[1], 0:shape[2]][1] >= shape[2] // 2).astype(float), shape)
+        p, t = np.clip(halves + 1e-4 * rng.standard_normal(shape), 0, 1), np.array(halves)
+        pred, target, ref = torch.from_numpy(p[None]), torch.from_numpy(t[None]), sk_ssim(p, t)
+        sums = frame._ssim_pieces(pred.float(), target.float(), 1.0, torch.float32)
+        pixels = shape[0] * (shape[1] - 10) * (shape[2] - 10)
+        assert abs(sums[0, 0].item() / pixels - ref) > 2e-6  # float32 alone is off here ...
+        assert sums[1, 0].item() * 2.0**-24 / pixels > frame._RISK  # ... and says so
+        assert ssim(pred, target).item() == pytest.approx(ref, abs=1e-9)
+        assert ssim(pred.float(), target.float()).item() == pytest.approx(ref, abs=1e-5)
+
+
+def test_fast_ssim_on_binary_digit_frames():
+    # Moving-digits-like frames, 0 background and 1 strokes, predicted blurred and quantised to uint8 levels:
+    # the data that calibrated _RISK (float32 kept, errors ~2e-6 measured; the bound is 1e-5).
+    rng = np.random.default_rng(6)
+    yy, xx = np.mgrid[0:64, 0:64]
+    target = np.zeros((24, 1, 64, 64))
+    for frame_ in target:
+        for cy, cx, r in rng.uniform((10, 10, 4), (54, 54, 9), size=(2, 3)):
+            frame_[0][np.abs(np.hypot(yy - cy, xx - cx) - r) < 2] = 1.0
+    pred = np.round(np.clip(gaussian_filter(target, (0, 0, 1, 1)), 0, 1) * 255) / 255
+    for p, t in [(pred, target), (np.roll(target, 1, axis=-1), target)]:
+        ours = ssim(torch.from_numpy(p).float(), torch.from_numpy(t).float()).numpy()
+        assert ours == pytest.approx([sk_ssim(a, b) for a, b in zip(p, t)], abs=1e-5)
+
+
+def test_fast_ssim_in_pieces_of_many_frames():
+    # 70 frames of 64x64: more than one piece of whole frames; uint8-like levels scaled to [0, 1]
+    g = torch.Generator().manual_seed(4)
+    target = torch.randint(0, 256, (70, 3, 64, 64), generator=g).double() / 255
+    pred = (target + 0.05 * torch.randn(target.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    ours = ssim(pred, target).numpy()
+    assert ours == pytest.approx([sk_ssim(p, t) for p, t in zip(pred.numpy(), target.numpy())], abs=1e-5)
+
+
 def test_wrong_variants_would_be_caught():
     # Each plausible mistake moves SSIM far beyond TOL on several cases, so the tests above would fail.
     pairs = make_pairs(3, 48, 80)
@@ -143,7 +225,8 @@ def test_runs_on_cuda_with_same_values():
     pred, target = batch(make_pairs(3, 48, 80))
     out = ssim(pred.float().cuda(), target.float().cuda())
     assert out.device.type == "cuda"
-    assert torch.allclose(out.cpu(), ssim(pred.float(), target.float()), atol=1e-9)
+    assert torch.allclose(out.cpu(), ssim(pred.float(), target.float()), atol=1e-6)  # float32 on both
+    assert torch.allclose(out.cpu(), ssim(pred, target, exact=True), atol=1e-5)
 
 
 # ---------------------------------------------------------------- per-step means over sequences
