@@ -107,6 +107,7 @@ def hard_pairs(c: int, h: int, w: int, seed: int = 2) -> dict[str, tuple[np.ndar
         "binary-0-1-vs-flipped": (binary, np.where(rng.random((c, h, w)) < 0.05, 1 - binary, binary)),
         "all-ones-vs-all-zeros": (np.ones((c, h, w)), np.zeros((c, h, w))),
         "ramp+noise": (ramp + noise(0.01), ramp.copy()),
+        "0-1-halves+noise": (halves + noise(1e-4), halves.copy()),  # exact plateaus once clipped
     }
     return {k: (np.clip(p, 0, 1), np.clip(t, 0, 1)) for k, (p, t) in pairs.items()}
 
