@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .config import TINY_SCHEDULE
 from .costs import count_flops, count_parameters
+from .metrics.frame import psnr
 from .predictor import Predictor, create_predictor
 from .registry import DATASETS, PREDICTORS
 from .spec import VideoSpec
@@ -125,8 +126,7 @@ def _expect_frames(out: object, shape: tuple[int, ...], call: str) -> str:
 
 def _psnr(prediction: Tensor, truth: Tensor) -> float:
     """Mean over clips of the PSNR of frames [B, C, H, W] clamped to [0, 1], as the harness scores them."""
-    mse = (prediction.clamp(0, 1) - truth).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((-10 * torch.log10(mse)).mean())
+    return float(psnr(prediction.clamp(0, 1), truth).mean())
 
 
 def copy_last_psnr() -> float:

@@ -140,7 +140,8 @@ class STRPM(STIP):
     # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
     # A 2x2-downsampling codec and a higher lr: its gated head starts near zero and learns slowest.
     presets["tiny"] = tiny_preset(presets["moving-digits"], num_layers=2, num_hidden=8, lr=2e-2,
-                                  sampling_stop_iter=15, tau=2, sr_size=2, d_hidden=8, d_lr=5e-4, lr_decay_start=15)
+                                  sampling_stop_iter=15, tau=2, sr_size=2, d_hidden=8, d_lr=5e-4, lr_decay_start=15,
+                                  max_iterations=60)
 
     def __init__(self, spec: VideoSpec, config: StrpmConfig) -> None:
         # STIP's model-space handling (padding, colour order), rollouts and GAN step are reused; its modules are
