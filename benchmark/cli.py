@@ -28,6 +28,7 @@ class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+    auto = "auto"
 
 
 class Format(str, Enum):
@@ -102,8 +103,14 @@ OutOpt = typer.Option(Path("runs"), "--out", help="Runs directory.")
 SetOpt = typer.Option(None, "--set", help="key=value for every predictor, name.key=value for one, data.key=value for the dataset.")
 ConfigOpt = typer.Option(None, "--config", help="YAML file of settings (same scopes as --set).")
 PresetOpt = typer.Option(None, "--preset", help="Use this predictor preset instead of the dataset's (e.g. mmnist).")
-PrecisionOpt = typer.Option(Precision.fp32, "--precision")
-WorkersOpt = typer.Option(0, "--workers", help="Data-loading worker processes.")
+PrecisionOpt = typer.Option(Precision.fp32, "--precision", help="fp32 (default: the numbers papers report), bf16, "
+                            "fp16 (CUDA, with a loss scaler) or auto: bf16 on GPUs that have it (else fp16), on a CPU "
+                            "bf16 only when a short probe finds it faster than fp32. The precision used is part of "
+                            "the run and its result.")
+CompileOpt = typer.Option(False, "--compile", help="torch.compile the recurrent step (CUDA graphs on GPU); a predictor "
+                          "that cannot compile runs eagerly and the result says why.")
+WorkersOpt = typer.Option(None, "--workers", help="Data-loading worker processes; default: 0 on a CPU (the "
+                          "compute takes every core), up to 4 on a GPU, so that clips load while the GPU computes.")
 ForceOpt = typer.Option(False, "--force", help="Redo runs that already have a result.")
 ContextOpt = typer.Option(None, "--context", min=1, help="Frames given (default: the protocol's), e.g. 36.")
 HorizonOpt = typer.Option(None, "--horizon", min=1, help="Frames predicted, closed loop (default: the protocol's), "
@@ -133,14 +140,15 @@ def _register(mode: str) -> None:
                 quick: bool = QuickOpt, device: str = DeviceOpt, seed: int = SeedOpt, out: Path = OutOpt,
                 set_: Optional[List[str]] = SetOpt, config: Optional[Path] = ConfigOpt,
                 plugin: Optional[List[Path]] = PluginOpt, preset: Optional[str] = PresetOpt,
-                precision: Precision = PrecisionOpt, workers: int = WorkersOpt, force: bool = ForceOpt,
-                samples: Optional[int] = SamplesOpt,
+                precision: Precision = PrecisionOpt, compile_: bool = CompileOpt, workers: Optional[int] = WorkersOpt,
+                force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
                 yolo_weights: Optional[str] = YoloWeightsOpt) -> None:
         if mode == "train" and checkpoint is not None:
             raise UserError("--checkpoint is for `bench eval` and `bench run`: training starts from the run's own state")
         results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, precision,
                            quick=quick, device=device, seed=seed, out=out, workers=workers, force=force,
+                           compile=compile_,
                            preset=preset, samples=samples, checkpoint=checkpoint, lpips_weights=lpips_weights,
                            yolo_weights=yolo_weights)
         if mode != "train":
@@ -161,7 +169,7 @@ for _mode in DOCS:
 def profile(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Optional[str] = ProtocolOpt,
             device: str = DeviceOpt, seed: int = SeedOpt, set_: Optional[List[str]] = SetOpt,
             config: Optional[Path] = ConfigOpt, plugin: Optional[List[Path]] = PluginOpt,
-            preset: Optional[str] = PresetOpt, precision: Precision = PrecisionOpt,
+            preset: Optional[str] = PresetOpt, precision: Precision = PrecisionOpt, compile_: bool = CompileOpt,
             context: Optional[int] = ContextOpt, horizon: Optional[int] = HorizonOpt,
             repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs; the median is reported."),
             warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs first."),
@@ -175,7 +183,8 @@ def profile(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Option
     _load_plugins(plugin)
     overrides = _overrides(set_, config, context, horizon)
     records = profile_models(_split_names(models), dataset, protocol, overrides, device=device, seed=seed,
-                             preset=preset, precision=precision.value, repeats=repeats, warmup=warmup)
+                             preset=preset, precision=precision.value, compile=compile_, repeats=repeats,
+                             warmup=warmup)
     print(render_profiles(records, as_json=json_))
 
 

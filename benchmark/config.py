@@ -31,6 +31,13 @@ def iterations(default: int, help: str = "") -> Any:
     return setting(default, help, iterations=True)
 
 
+def later_setting(default: Any, help: str = "") -> Any:
+    """A field declared after run ids were first issued: it enters a run's identity only when set away from
+    `default`, so runs from before it keep their ids. (A subclass that redeclares the field with a default of
+    its own drops this, and the field always enters that predictor's identity.)"""
+    return setting(default, help, later=default)
+
+
 def bookkeeping(default: Any, help: str = "") -> Any:
     """A field that does not change what is learned or measured: left out of the run identity."""
     return setting(default, help, identity=False)
@@ -44,15 +51,16 @@ class TrainConfig:
     batch_size: int = setting(8, "clips per training step")
     lr: float = setting(1e-3, "learning rate (the peak rate for onecycle)")
     optimizer: Literal["adam", "adamw", "sgd"] = setting("adam", "adam, adamw, or sgd with momentum 0.9")
-    adam_beta1: float = setting(0.9, "adam/adamw first-moment decay (beta2 is 0.999)")
-    adam_eps: float = setting(1e-8, "adam/adamw epsilon")
+    adam_beta1: float = later_setting(0.9, "adam/adamw first-moment decay (beta2 is 0.999)")
+    adam_eps: float = later_setting(1e-8, "adam/adamw epsilon")
     weight_decay: float = setting(0.0, "weight decay of the optimizer")
     lr_schedule: Literal["constant", "cosine", "exponential", "onecycle"] = setting(
         "constant", "constant; cosine to 0 over max_iterations; exponential steps (lr_gamma, lr_step_every, "
         "lr_decay_start); onecycle over max_iterations")
     lr_gamma: float = setting(0.9, "exponential: multiply the rate by this every lr_step_every iterations")
     lr_step_every: int = iterations(2000, "exponential: iterations between two decays")
-    lr_decay_start: int = iterations(0, "exponential: decays follow only iterations from this one on (0: all)")
+    lr_decay_start: int = setting(0, "exponential: decays follow only iterations from this one on (0: all)",
+                                  iterations=True, later=0)
     max_iterations: int = iterations(80000, "training iterations (batches)")
     quick_iterations: int = setting(300, "--quick trains at most this many iterations, every iteration-counted "
                                          "setting shrunk alike")
@@ -201,17 +209,11 @@ def config_to_dict(config: Any) -> dict:
             for k, v in dataclasses.asdict(config).items()}
 
 
-# Settings the harness declared after run ids were first issued (before, a predictor declared them itself):
-# they enter a run's identity only when set away from the harness default, so earlier runs keep their ids.
-LATER_SETTINGS = {name: TrainConfig.__dataclass_fields__[name].default
-                  for name in ("adam_beta1", "adam_eps", "lr_decay_start")}
-
-
 def identity_dict(config: Any) -> dict:
     """The fields that change what a run learns or measures (used for the run id)."""
     full = config_to_dict(config)
     return {f.name: full[f.name] for f in fields(config) if f.metadata.get("identity", True)
-            and not (f.name in LATER_SETTINGS and full[f.name] == LATER_SETTINGS[f.name])}
+            and not ("later" in f.metadata and full[f.name] == f.metadata["later"])}
 
 
 def shrink_schedule(config: C) -> C:

@@ -6,11 +6,13 @@ from typing import Any
 
 import torch
 
+from .acceleration import prepare_execution, resolve_precision
 from .config import Overrides
 from .costs import measure_costs
 from .data import Protocol
 from .predictor import resolve_config
 from .registry import DATASETS, PREDICTORS
+from .progress import console
 from .runner import check_shared_keys, describe_device, predictor_overrides, resolve_device
 
 INPUT = "random clip of the protocol's shape, uniform in [0, 1] (seeded); costs do not depend on the values, no data needed"
@@ -25,7 +27,7 @@ def random_clip(protocol: Protocol, seed: int) -> torch.Tensor:
 
 def profile_models(models: list[str], dataset_name: str, protocol: str | None, overrides: Overrides, *,
                    device: str = "auto", seed: int = 0, preset: str | None = None, precision: str = "fp32",
-                   repeats: int = 10, warmup: int = 2) -> list[dict[str, Any]]:
+                   compile: bool = False, repeats: int = 10, warmup: int = 2) -> list[dict[str, Any]]:
     """One record per predictor: params, FLOPs, time and memory at batch 1. Weights are random (seeded)
     and so is the input clip, of the shape the dataset's protocol and options declare: costs depend on
     neither, and the dataset is never built, so no data need be prepared (or read, when they are)."""
@@ -34,6 +36,9 @@ def profile_models(models: list[str], dataset_name: str, protocol: str | None, o
     resolved_protocol = dataset.protocol_without_data(protocol, **overrides.dataset)
     check_shared_keys(classes, overrides)
     torch_device = resolve_device(device)
+    resolved_precision, note = resolve_precision(precision, torch_device)
+    if note is not None:
+        console.print(note)
     clip = random_clip(resolved_protocol, seed)
     records = []
     for cls in classes:
@@ -41,8 +46,10 @@ def profile_models(models: list[str], dataset_name: str, protocol: str | None, o
                                   preset=preset if preset in cls.presets else None)
         torch.manual_seed(seed)
         model = resolved.build(resolved_protocol.spec).to(torch_device)
+        execution = prepare_execution(model, torch_device, resolved_precision, compile=compile)
         costs = measure_costs(model, clip, torch_device, describe_device(torch_device), warmup=warmup,
-                              repeats=repeats, precision=precision)
+                              repeats=repeats, precision=resolved_precision)
+        costs["execution"] = execution.describe()
         records.append({"predictor": cls.registry_name, "dataset": dataset.registry_name,
                         "protocol": resolved_protocol.to_dict(), "preset": resolved.preset, "input": INPUT, **costs})
         del model
@@ -75,4 +82,5 @@ def render_profiles(records: list[dict[str, Any]], as_json: bool = False) -> str
                   f"peak memory: {first['peak_memory_kind']}",
                   "FLOPs: fvcore, one multiply-add = 1, batch 1 over the whole rollout"]
         lines += [f"  {r['predictor']}: {r['flops_check']}" for r in records]
+        lines += ["execution:", *(f"  {r['predictor']}: {r['execution']}" for r in records)]
     return "\n".join(lines)

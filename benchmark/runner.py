@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import os
 import platform
 import time
 from dataclasses import dataclass, fields
@@ -14,6 +15,7 @@ from torch.utils.data import Dataset, Subset
 
 from . import __version__
 from .config import Overrides, config_to_dict, identity_dict
+from .acceleration import Execution, prepare_execution, resolve_precision
 from .costs import measure_costs
 from .data import SPLITS, DataProblem, VideoDataset
 from .digest import sha256_file
@@ -45,8 +47,10 @@ class RunSettings:
     device: str = "auto"
     seed: int = 0
     quick: bool = False
-    precision: Precision = "fp32"
-    workers: int = 0
+    precision: Precision | Literal["auto"] = "fp32"  # auto is resolved once per command (resolve_precision)
+    compile: bool = False  # torch.compile of the recurrent step; speed only, not part of the run identity
+    channels_last: bool | None = None  # None: where it helps (acceleration.uses_channels_last)
+    workers: int | None = None  # None: resolve_workers
     force: bool = False
     preset: str | None = None
     checkpoint: Path | None = None
@@ -66,6 +70,14 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but this machine has no CUDA GPU visible to torch")
     return device
+
+
+def resolve_workers(workers: int | None, device: torch.device) -> int:
+    """Loader processes: as asked, else none on a CPU (generating a moving-digits batch takes 1.5% of a
+    training step there, and a worker would take a core from the compute) and up to 4 on a GPU."""
+    if workers is not None:
+        return workers
+    return 0 if device.type == "cpu" else max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def describe_device(device: torch.device) -> str:
@@ -107,6 +119,10 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
     if settings.checkpoint is not None and not settings.checkpoint.is_file():
         raise UserError(f"checkpoint file not found: {settings.checkpoint}")
     device = resolve_device(settings.device)
+    precision, note = resolve_precision(settings.precision, device)
+    if note is not None:
+        console.print(note)
+    settings = dataclasses.replace(settings, precision=precision, workers=resolve_workers(settings.workers, device))
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
     metric_suite = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
     results = [_run_one(cls, dataset, overrides, settings, device, mode, metric_suite) for cls in classes]
@@ -125,7 +141,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     if kept is not None:
         return kept
     run.prepare(force=settings.force)  # keeps an interrupted run's checkpoints: training resumes from them
-    model = _build_model(dataset, resolved, settings, device)
+    model, execution = _build_model(dataset, resolved, settings, device)
     trained = _train(model, dataset, run, settings, device, mode)
     if mode == "train":
         console.print(f"{cls.registry_name}: trained, best checkpoint {run.best_checkpoint}")
@@ -134,7 +150,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
     evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint)
-    costs = _measure_costs(model, test, settings, device)
+    costs = _measure_costs(model, test, settings, device, execution)
     result = _record(run, identity, model, trained, evaluation, costs, dataset.problems())
     run.write_result(result)
     _print_summary(cls.registry_name, result, run.result_path)
@@ -171,10 +187,12 @@ def _result_to_keep(name: str, run: RunDir, settings: RunSettings, mode: Mode) -
 
 
 def _build_model(dataset: VideoDataset, resolved: ResolvedConfig, settings: RunSettings,
-                 device: torch.device) -> Predictor:
-    """The one place the runner builds a predictor."""
+                 device: torch.device) -> tuple[Predictor, Execution]:
+    """The one place the runner builds a predictor, laid out and compiled as the settings ask."""
     torch.manual_seed(settings.seed)  # the initial weights follow from the seed
-    return resolved.build(dataset.spec).to(device)
+    model = resolved.build(dataset.spec).to(device)
+    return model, prepare_execution(model, device, settings.precision,  # type: ignore[arg-type]
+                                    channels_last=settings.channels_last, compile=settings.compile)
 
 
 def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: RunSettings, device: torch.device,
@@ -220,10 +238,11 @@ def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: to
         wall_seconds=round(wall_seconds, 3), forward_seconds=round(scores["forward_seconds"], 3))
 
 
-def _measure_costs(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device) -> Costs:
+def _measure_costs(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
+                   execution: Execution) -> Costs:
     """Params, FLOPs, time and peak memory of one rollout at batch 1, on the first test sequence."""
-    return Costs.from_dict(measure_costs(model, test[0], device, describe_device(device),
-                                         precision=settings.precision))
+    costs = measure_costs(model, test[0], device, describe_device(device), precision=settings.precision)
+    return Costs.from_dict({**costs, "execution": execution.describe()})
 
 
 def _sampling(scores: dict) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from vpbench.config import tiny_preset
-from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv
+from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv, summed_gate_convs
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
 
@@ -37,8 +37,12 @@ class ConvLSTMCell(nn.Module):
         self.conv_h = gate_conv(hidden, 4 * hidden, filter_size, grid, layer_norm)
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        gates = self.conv_x(x) + self.conv_h(h)
+        gates = summed_gate_convs(self, (self.conv_x, self.conv_h), (x, h))
         i, f, g, o = torch.split(gates, self.hidden, dim=1)
+        if not torch.is_grad_enabled():  # a rollout: the nonlinearities in place, in the gates' own buffer
+            f.add_(self.forget_bias).sigmoid_()
+            c = torch.addcmul(i.sigmoid_() * g.tanh_(), f, c)
+            return o.sigmoid_().mul_(torch.tanh(c)), c
         c = torch.sigmoid(f + self.forget_bias) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
@@ -63,17 +67,21 @@ class ConvLSTM(RecurrentPredictor):
                            lr_schedule="onecycle", sampling_stop_iter=50_000),
         "human36m-openstl": dict(num_layers=4, num_hidden=128, filter_size=5, patch_size=4, batch_size=16, lr=1e-4,
                                  lr_schedule="cosine", sampling_stop_iter=50_000),
-        # The embedded synthetic sets: a CPU-sized model and schedule (about 5 minutes on 2 cores for
-        # moving-digits), so the default job runs anywhere. For paper-scale runs use --preset mmnist.
+        # The embedded synthetic sets: a CPU-sized model and schedule, so the default job runs anywhere (about
+        # 1.5 minutes on 2 cores for moving-digits). The loss adds L1 (E3D-LSTM's reference loss, MSE + L1):
+        # MSE alone leaves a faint haze over the black background after this few steps, and SSIM, whose
+        # luminance term is set for [0, 1] frames, punishes that haze hard (0.37 mean SSIM after 1000 steps
+        # of MSE against 0.76 for an all-black prediction). For paper-scale runs use --preset mmnist.
         "moving-digits": dict(num_layers=2, num_hidden=32, filter_size=3, patch_size=4, batch_size=8, lr=2e-3,
-                              lr_schedule="cosine", max_iterations=1000, quick_iterations=200,
-                              sampling_stop_iter=500, val_every=200, grad_clip=1.0),
+                              lr_schedule="cosine", max_iterations=400, quick_iterations=200,
+                              sampling_stop_iter=200, val_every=200, grad_clip=1.0, l1_weight=1.0),
         "moving-shapes": dict(num_layers=2, num_hidden=32, filter_size=3, patch_size=8, batch_size=4, lr=1e-3,
                               lr_schedule="cosine", max_iterations=1000, quick_iterations=200,
                               sampling_stop_iter=500, val_every=200, grad_clip=1.0),
     }
     # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
-    presets["tiny"] = tiny_preset(presets["moving-digits"], num_layers=2, num_hidden=8, lr=5e-3, sampling_stop_iter=15)
+    presets["tiny"] = tiny_preset(presets["moving-digits"], num_layers=2, num_hidden=8, lr=5e-3, sampling_stop_iter=15,
+                                  l1_weight=0.0)  # at 30 steps an L1 term still predicts black
 
     def __init__(self, spec: VideoSpec, config: ConvLSTMConfig) -> None:
         super().__init__(spec, config)

@@ -46,7 +46,7 @@ class E3DLSTMConfig(RecurrentConfig):
     filter_size: int = 5
     layer_norm: bool = False
     history_window: int = 0  # past cell states attended to; 0 = all of them (the references)
-    l1_weight: float = 1.0
+    l1_weight: float = 1.0  # the reference's loss: MSE + L1
 
 
 class WindowConv3d(nn.Module):
@@ -166,6 +166,3 @@ class E3DLSTM(RecurrentPredictor):
             new_c.append(c)
             new_histories.append(history)
         return self.conv_last(x).squeeze(2), (frame, new_h, new_c, new_histories, memory)
-
-    def frame_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
-        return F.mse_loss(prediction, target) + self.config.l1_weight * F.l1_loss(prediction, target)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from vpbench.config import tiny_preset
 from vpbench.errors import UserError
-from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv
+from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv, summed_gate_convs
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
 
@@ -71,7 +71,7 @@ class GradientHighwayUnit(nn.Module):
             nn.init.uniform_(conv.weight, -init_range, init_range)  # the reference's small initialiser
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        p, u = torch.split(self.x_concat(x) + self.z_concat(z), self.hidden, dim=1)
+        p, u = torch.split(summed_gate_convs(self, (self.x_concat, self.z_concat), (x, z)), self.hidden, dim=1)
         u = torch.sigmoid(u)
         return u * torch.tanh(p) + (1 - u) * z
 
