@@ -60,11 +60,12 @@ def gate_conv(in_channels: int, out_channels: int, kernel: int, grid: tuple[int,
 
 
 # Summed gate convolutions run as one convolution over the concatenated inputs: the same multiply-adds in
-# one kernel call instead of several plus additions. Measured on 2 CPU threads (fp32), forward and backward:
-# 1.2-1.6x faster for 16-64 channels, even at 64 channels 5x5, but 0.7x for 128 channels 5x5 at batch 1,
-# where the backward of the wider convolution is slower than two narrow ones. So in training the fused form is
-# used up to this many weights (the rollout without gradients is never slower fused).
-FUSED_TRAINING_MAX_WEIGHTS = 1_000_000
+# one kernel call instead of several plus additions. Measured on 2 CPU threads (fp32, benchmarks/speed.py):
+# 1.2-1.6x faster for the convolutions of 16-64 channels (the moving-digits presets: 1.17x on the whole
+# forward), but slower for 128 channels 5x5 at batch 1 (0.7x in training, where the backward of the wider
+# convolution loses to two narrow ones, and 0.9-0.95x in a rollout). So the fused form is used up to this
+# many weights.
+FUSED_MAX_WEIGHTS = 1_000_000
 _fuse_gate_convs = True
 
 
@@ -88,7 +89,7 @@ def summed_gate_convs(owner: nn.Module, convs: Sequence[nn.Sequential], inputs: 
     layers = [conv[0] for conv in convs]
     weights = [layer.weight for layer in layers]
     fusable = _fuse_gate_convs and all(len(conv) == 1 for conv in convs)
-    if fusable and torch.is_grad_enabled() and sum(w.numel() for w in weights) > FUSED_TRAINING_MAX_WEIGHTS:
+    if fusable and sum(w.numel() for w in weights) > FUSED_MAX_WEIGHTS:
         fusable = False
     if not fusable:
         total = convs[0](inputs[0])
@@ -100,7 +101,7 @@ def summed_gate_convs(owner: nn.Module, convs: Sequence[nn.Sequential], inputs: 
 
 
 def _concatenated_weight(owner: nn.Module, weights: list[Tensor]) -> Tensor:
-    # With gradients each call builds its own (cheap: only small weights fuse then), so every graph owns its
+    # With gradients each call builds its own (cheap: only small weights fuse), so every graph owns its
     # concatenation; so does a compiled step, where the compiler folds it in.
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return torch.cat(weights, dim=1)
