@@ -155,3 +155,17 @@ def test_the_real_probe_measures_both_sides():
     measured = probe_bf16(CPU)
     assert measured.fp32_ms > 0 and measured.bf16_ms > 0
     assert "bf16 probe on cpu" in measured.describe()
+
+
+def test_a_run_says_and_records_the_precision_auto_chose_and_its_execution_path(bench, tmp_path):
+    import json
+
+    proc = bench("run", "--models", "copy-last", "--dataset", "moving-digits", "--precision", "auto",
+                 "--set", "data.test_size=4", "--out", "runs")
+    chosen = next(line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("--precision auto: "))
+    assert "bf16 probe on cpu" in chosen, chosen
+    result = json.loads(next((tmp_path / "runs").rglob("result.json")).read_text())
+    assert chosen.startswith(f"--precision auto: {result['precision']} ")  # the run is what was announced
+    assert result["precision"] in ("fp32", "bf16")
+    layout = "channels-last" if result["precision"] == "bf16" else "contiguous"
+    assert result["costs"]["execution"] == f"{result['precision']}; {layout} weights; eager"
