@@ -82,8 +82,10 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_
              config: Optional[Path], plugin: Optional[List[Path]], context: Optional[int], horizon: Optional[int],
              precision: Precision, **settings: object) -> list[dict]:
     from .cpu import set_threads
+    from .distributed import from_environment
     from .runner import RunSettings, run_models  # torch import deferred: `bench list --help` stays fast
 
+    console.quiet = not from_environment().is_main  # other ranks print errors only (see main)
     set_threads()
     _load_plugins(plugin)
     names = _split_names(models)
@@ -115,6 +117,9 @@ ForceOpt = typer.Option(False, "--force", help="Redo runs that already have a re
 ContextOpt = typer.Option(None, "--context", min=1, help="Frames given (default: the protocol's), e.g. 36.")
 HorizonOpt = typer.Option(None, "--horizon", min=1, help="Frames predicted, closed loop (default: the protocol's), "
                           "e.g. 300 for the long-term table.")
+NprocOpt = typer.Option(1, "--nproc", min=1, help="Processes on this machine (torchrun --standalone): data-parallel "
+                        "training on the same global batch, the test split shared out; one GPU each (cuda:LOCAL_RANK) "
+                        "or gloo on the CPU. Several nodes: torchrun ... -m vpbench (README).")
 SamplesOpt = typer.Option(None, "--samples", min=1, help="Samples per sequence for stochastic predictors (cwvae, "
                           "htsrm): scored as the mean over samples and as the best of N. Default: the predictor's "
                           "eval_samples.")
@@ -143,7 +148,11 @@ def _register(mode: str) -> None:
                 precision: Precision = PrecisionOpt, compile_: bool = CompileOpt, workers: Optional[int] = WorkersOpt,
                 force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
-                yolo_weights: Optional[str] = YoloWeightsOpt) -> None:
+                yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt) -> None:
+        if nproc > 1:
+            from .launch import launch
+
+            raise typer.Exit(launch(nproc, sys.argv[1:]))
         if mode == "train" and checkpoint is not None:
             raise UserError("--checkpoint is for `bench eval` and `bench run`: training starts from the run's own state")
         results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, precision,
@@ -151,7 +160,11 @@ def _register(mode: str) -> None:
                            compile=compile_,
                            preset=preset, samples=samples, checkpoint=checkpoint, lpips_weights=lpips_weights,
                            yolo_weights=yolo_weights)
-        if mode != "train":
+        from .distributed import current, shutdown
+
+        main_rank = current().is_main
+        shutdown()
+        if mode != "train" and main_rank:
             from vpbench.reports.tables import load_results, render
 
             frame, _ = load_results(out)
@@ -265,5 +278,38 @@ def main() -> None:
         keep_freed_memory_for_reuse()  # torch threads are set by the commands that compute, after option parsing
         app()  # standalone: typer reports usage errors itself with exit code 2
     except UserError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc), exc)
         sys.exit(2)
+    except Exception as exc:
+        if int(os.environ.get("WORLD_SIZE") or 1) <= 1:
+            raise  # one process: the traceback, as always
+        # several: one line per process, naming it, instead of N interleaved tracebacks
+        _print_error(f"rank {os.environ.get('RANK')}: {type(exc).__name__}: {exc}".splitlines()[0], exc)
+        sys.exit(1)
+
+
+def _print_error(message: str, exc: BaseException) -> None:
+    """One `error:` line. Under several processes it should come from the process that failed: a rank whose
+    collective broke because another died waits a moment for the launcher to end it, and a rank other than 0
+    waits too, so that an error every rank hits (bad input) shows once, from rank 0."""
+    delay = _echo_delay(exc)
+    if delay:
+        import time
+
+        time.sleep(delay)
+    from rich.markup import escape
+
+    console.quiet = False
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _echo_delay(exc: BaseException) -> float:
+    """Seconds to wait before printing `exc` (see _print_error): none in a single process."""
+    rank = os.environ.get("RANK")
+    if rank is None or int(os.environ.get("WORLD_SIZE") or 1) <= 1:
+        return 0.0
+    dist = sys.modules.get("torch.distributed")  # loaded: several processes have run collectives
+    # gloo reports a peer that went away as a plain RuntimeError naming gloo
+    if (dist is not None and isinstance(exc, dist.DistError)) or any(name in str(exc) for name in ("gloo", "NCCL")):
+        return 5.0  # an echo of another rank's failure, unless the launcher lets this rank live that long
+    return 0.0 if rank == "0" else 2.0

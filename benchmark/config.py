@@ -70,6 +70,7 @@ class TrainConfig:
     train_horizon: int = setting(0, "frames predicted in training (0: the protocol's future); tests always "
                                     "roll out the whole horizon")
     checkpoint_every: int = bookkeeping(500, "iterations between resumable checkpoints")
+    log_every: int = bookkeeping(50, "iterations between two training-loss lines of train.log")
     eval_batch_size: int = bookkeeping(16, "sequences per batch in validation and test")
 
 

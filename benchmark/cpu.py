@@ -29,10 +29,12 @@ def keep_freed_memory_for_reuse() -> None:
 
 
 def set_threads() -> int:
-    """Torch threads: VPBENCH_THREADS or every core. Set explicitly because some dependencies
-    (Ultralytics) pin OMP_NUM_THREADS=1 when they are imported."""
+    """Torch threads: VPBENCH_THREADS, else every core, shared among the processes torchrun started on this
+    machine (LOCAL_WORLD_SIZE). Set explicitly because some dependencies (Ultralytics) pin OMP_NUM_THREADS=1
+    when they are imported."""
     import torch  # here, not at the top: `bench --help` must not pay for torch
 
-    threads = int(os.environ.get("VPBENCH_THREADS") or os.cpu_count() or 1)
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    threads = int(os.environ.get("VPBENCH_THREADS") or max(1, (os.cpu_count() or 1) // local_processes))
     torch.set_num_threads(threads)
     return threads

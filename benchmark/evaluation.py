@@ -5,13 +5,15 @@ import time
 from typing import Any, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from . import distributed
 from .metrics.accumulate import MetricSums
 from .metrics.base import Metric
 from .metrics.frame import FrameMetric
 from .precision import Precision, autocast
 from .predictor import Predictor
+from .sharding import shard_bounds
 
 
 def _sync(device: torch.device) -> None:
@@ -22,6 +24,21 @@ def _sync(device: torch.device) -> None:
 def _merge(into: dict[str, Any], figures: dict[str, dict[str, Any]]) -> None:
     for key, part in figures.items():
         into.setdefault(key, {}).update(part)
+
+
+def rank_share(split: Dataset, stochastic: bool) -> Dataset:
+    """The sequences this rank scores: a contiguous share of `split`, every sequence exactly once over the
+    ranks (the whole split in a single process). A stochastic predictor's samples come from one generator
+    drawn in sequence order, so a share of its own would give its sequences other draws than one process
+    gives them: rank 0 scores those alone and the other ranks wait."""
+    world = distributed.current()
+    if not world.several:
+        return split
+    if stochastic:
+        start, stop = (0, len(split)) if world.is_main else (0, 0)
+    else:
+        start, stop = shard_bounds(len(split), world.rank, world.world_size)
+    return Subset(split, range(start, stop))
 
 
 @torch.no_grad()
@@ -35,6 +52,7 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     the same seed gives the same samples; per-step and mean values are then the mean over samples, and
     "best_of_samples" holds the best of N (per sequence and metric, the sample with the best
     time-averaged score). A deterministic predictor is scored once.
+    Under several processes each rank scores its `rank_share` and the sums are added over ranks.
     MSE, MAE, PSNR and SSIM are always measured; `extra_metrics` (LPIPS, detection) see the same clamped
     predictions in the same pass, those with `every_sample` False only the first sample. Every metric's
     per-step and mean figures are returned together; any other block of a metric's (e.g. "detection") as it is.
@@ -48,8 +66,9 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     sums = [MetricSums(metric, spec.future, device) for metric in (FrameMetric(), *extra_metrics)]
     generator = torch.Generator(device).manual_seed(seed) if model.stochastic else None
     # A private generator keeps validation from consuming the global RNG that training draws from.
-    loader = DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(rank_share(split, model.stochastic), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(0))
     forward_seconds = 0.0
     for clip in loader:
         clip = clip.to(device, non_blocking=True)
@@ -69,6 +88,8 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
         if progress is not None:
             progress.advance(clip.shape[0])
     model.train(was_training)
+    if model.stochastic:
+        distributed.barrier(patient=True)  # the other ranks wait here while rank 0 scores alone
     summaries = [metric_sums.summary() for metric_sums in sums]  # collective: every rank, in the same order
     result: dict[str, Any] = {"per_step": {}, "mean": {}, "sequences": summaries[0].sequences}
     if model.stochastic:

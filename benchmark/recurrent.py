@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from .config import TrainConfig, iterations, later_setting, setting
 from .errors import UserError
 from .predictor import Predictor
+from .sharding import active_batch_shard
 from .spec import VideoSpec
 
 
@@ -195,8 +196,17 @@ class RecurrentPredictor(Predictor):
         return max(0.0, cfg.sampling_start * (1.0 - iteration / max(1, cfg.sampling_stop_iter)))
 
     def sampling_mask(self, iteration: int, batch: int, length: int, device: torch.device) -> Tensor:
-        """[B, length - 1]: 1 where the step is fed ground truth. Context steps always are; future
-        steps with the scheduled-sampling probability (PredRNN-V2's reverse schedule overrides this)."""
+        """[B, length - 1]: 1 where the step is fed ground truth (`draw_sampling_mask`). In a training step of a
+        multi-process run the mask is drawn for the global batch, the same draws on every rank from the shared
+        RNG, and this rank's rows are kept: each clip gets the mask a 1-process run would give it."""
+        shard = active_batch_shard(batch)
+        if shard is None:
+            return self.draw_sampling_mask(iteration, batch, length, device)
+        return self.draw_sampling_mask(iteration, shard.global_size, length, device)[shard.start:shard.stop]
+
+    def draw_sampling_mask(self, iteration: int, batch: int, length: int, device: torch.device) -> Tensor:
+        """The mask of `batch` clips: context steps are always fed truth, future steps with the scheduled-
+        sampling probability (PredRNN-V2's reverse schedule overrides this)."""
         mask = torch.ones(batch, length - 1, device=device)
         sampled = length - 1 - self.spec.context
         if sampled > 0:

@@ -323,6 +323,9 @@ class Result:
     eval: Evaluation
     costs: Costs
     data: DataRecord | None = None  # None: written before left-out files were recorded
+    # Processes that trained and scored the run (torchrun); not part of its identity: the numbers do not
+    # depend on it. None: written before several processes existed (one process).
+    world_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
 
@@ -330,7 +333,8 @@ class Result:
         return {"schema": self.schema, "run_id": self.run_id, **self.identity.to_dict(), "created": self.created,
                 "versions": self.versions.to_dict(), "train": None if self.train is None else self.train.to_dict(),
                 "eval": self.eval.to_dict(), "costs": self.costs.to_dict(),
-                **({} if self.data is None else {"data": self.data.to_dict()}), **self.extra}
+                **({} if self.data is None else {"data": self.data.to_dict()}),
+                **({} if self.world_size is None else {"world_size": self.world_size}), **self.extra}
 
     @classmethod
     def from_dict(cls, data: Any) -> Result:
@@ -347,6 +351,7 @@ class Result:
             train=None if train is None else TrainRecord.from_dict(train),
             eval=Evaluation.from_dict(data.get("eval")), costs=Costs.from_dict(top.required("costs")),
             data=None if data_block is None else DataRecord.from_dict(data_block),
+            world_size=top.optional_integer("world_size"),
             extra={k: v for k, v in data.items() if k not in _RESULT_KEYS})
         result.eval.check(identity.protocol.future)
         return result
@@ -363,7 +368,7 @@ class Result:
 
 
 # The keys a result.json has: its own, and its run's identity at the top level.
-_RESULT_KEYS = {"schema", "run_id", "created", "versions", "train", "eval", "costs", "data",
+_RESULT_KEYS = {"schema", "run_id", "created", "versions", "train", "eval", "costs", "data", "world_size",
                 *(f.name for f in fields(Identity))}
 
 

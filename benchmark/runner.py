@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, Subset
 
-from . import __version__
+from . import __version__, distributed
 from .config import Overrides, config_to_dict, identity_dict
 from .acceleration import Execution, prepare_execution, resolve_precision
 from .costs import measure_costs
@@ -61,14 +61,24 @@ class RunSettings:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device asked for; under several processes each rank takes the GPU of its local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but this machine has no CUDA GPU visible to torch")
+    world = distributed.from_environment()
+    if device.type == "cuda" and world.several:
+        if device.index is not None:
+            raise UserError(f"--device {name} under several processes: each process takes cuda:LOCAL_RANK; "
+                            "use --device cuda (or auto)")
+        if world.local_rank >= torch.cuda.device_count():
+            raise UserError(f"local rank {world.local_rank} has no GPU: {torch.cuda.device_count()} visible; "
+                            "start at most one process per GPU")
+        device = torch.device("cuda", world.local_rank)
     return device
 
 
@@ -119,10 +129,14 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
     if settings.checkpoint is not None and not settings.checkpoint.is_file():
         raise UserError(f"checkpoint file not found: {settings.checkpoint}")
     device = resolve_device(settings.device)
-    precision, note = resolve_precision(settings.precision, device)
+    world = distributed.init_from_environment(device)
+    # auto's timing probe could choose differently on two ranks: rank 0 chooses for all
+    precision, note = distributed.broadcast_object(resolve_precision(settings.precision, device)
+                                                   if world.is_main else None)
     if note is not None:
         console.print(note)
-    settings = dataclasses.replace(settings, precision=precision, workers=resolve_workers(settings.workers, device))
+    settings = dataclasses.replace(settings, precision=precision, workers=resolve_workers(settings.workers, device),
+                                   progress=settings.progress and world.is_main)
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
     metric_suite = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
     results = [_run_one(cls, dataset, overrides, settings, device, mode, metric_suite) for cls in classes]
@@ -136,11 +150,13 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
                               preset=settings.preset if settings.preset in cls.presets else None,
                               quick=settings.quick)
     identity = run_identity(cls, dataset, resolved, settings)
-    run = RunDir(settings.out, dataset.registry_name, cls.registry_name, identity.to_dict())
+    world = distributed.current()
+    run = RunDir(settings.out, dataset.registry_name, cls.registry_name, identity.to_dict(), writes=world.is_main)
     kept = _result_to_keep(cls.registry_name, run, settings, mode)
     if kept is not None:
         return kept
     run.prepare(force=settings.force)  # keeps an interrupted run's checkpoints: training resumes from them
+    distributed.barrier()  # under --force rank 0 has removed the old files before any rank reads last.pt
     model, execution = _build_model(dataset, resolved, settings, device)
     trained = _train(model, dataset, run, settings, device, mode)
     if mode == "train":
@@ -150,7 +166,9 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
     evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint)
-    costs = _measure_costs(model, test, settings, device, execution)
+    # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
+    costs = _measure_costs(model, test, settings, device, execution) if world.is_main else Costs({})
+    distributed.barrier(patient=True)
     result = _record(run, identity, model, trained, evaluation, costs, dataset.problems())
     run.write_result(result)
     _print_summary(cls.registry_name, result, run.result_path)
@@ -263,7 +281,8 @@ def _record(run: RunDir, identity: Identity, model: Predictor, trained: TrainRec
         versions=Versions(vpbench=__version__, torch=torch.__version__, python=platform.python_version()),
         train=trained, eval=evaluation, costs=costs,
         # files a split lost (corrupt, truncated): counted, never silently dropped
-        data=DataRecord({split: sum(p.split == split for p in problems) for split in SPLITS}, problems))
+        data=DataRecord({split: sum(p.split == split for p in problems) for split in SPLITS}, problems),
+        world_size=distributed.current().world_size)
 
 
 def _print_summary(name: str, result: Result, path: Path) -> None:

@@ -60,12 +60,14 @@ def run_id(identity: dict) -> str:
 
 
 class RunDir:
-    """The files of one run."""
+    """The files of one run. With `writes` False (every rank of a multi-process run but rank 0) it reads like
+    any other but writes nothing: one process owns the files."""
 
-    def __init__(self, root: Path, dataset: str, predictor: str, identity: dict) -> None:
+    def __init__(self, root: Path, dataset: str, predictor: str, identity: dict, writes: bool = True) -> None:
         self.identity = identity
         self.id = run_id(identity)
         self.path = Path(root) / dataset / predictor / self.id
+        self.writes = writes
 
     @property
     def config_path(self) -> Path:
@@ -88,6 +90,8 @@ class RunDir:
         return self.path / "checkpoints" / "best.pt"
 
     def prepare(self, force: bool) -> None:
+        if not self.writes:
+            return
         if force and self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -107,9 +111,16 @@ class RunDir:
             return None
 
     def write_result(self, result: Result) -> None:
-        write_json_atomic(self.result_path, result.to_dict())
+        if self.writes:
+            write_json_atomic(self.result_path, result.to_dict())
+
+    def save_checkpoint(self, path: Path, state: dict) -> None:
+        if self.writes:
+            save_checkpoint_atomic(path, state)
 
     def log(self, event: dict) -> None:
+        if not self.writes:
+            return
         # Appends of one short line are atomic enough for a log; the log is for people, not for resuming.
         with open(self.log_path, "a") as fh:
             fh.write(json.dumps(event) + "\n")

@@ -4,6 +4,11 @@ Batches are drawn with a generator seeded by (seed, iteration), so a run resumed
 checkpoint sees exactly the batches it would have seen; the checkpoint carries the model, the
 optimizers, the schedulers, the loss scaler and the RNG state. The checkpoint kept for evaluation is
 chosen on the validation split, never on test.
+
+Under several processes (torchrun) the run keeps the global batch of a 1-process run: each rank trains on a
+contiguous slice of the batch that iteration draws, its batch-mean loss weighted by its share, and
+`TrainContext.step` sums the gradients over ranks before clipping and stepping, so every rank applies the
+1-process update. Rank 0 alone writes the log and the checkpoints; every rank reads them to resume.
 """
 from __future__ import annotations
 
@@ -17,13 +22,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from . import distributed
 from .config import TrainConfig, config_to_dict
 from .errors import UserError
 from .evaluation import evaluate
 from .precision import Precision, autocast
 from .predictor import Predictor
 from .progress import progress_bar
-from .store import RunDir, load_checkpoint, save_checkpoint_atomic
+from .sharding import BatchShard, shard_bounds, training_batch
+from .store import RunDir, load_checkpoint
 
 CHECKPOINT_FORMAT = "vpbench-checkpoint-1"
 
@@ -64,8 +71,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return None
 
 
+def batch_shard(batch_size: int, world: distributed.World) -> BatchShard | None:
+    """This rank's rows of every global batch; None in a single process (nothing is sliced)."""
+    if not world.several:
+        return None
+    if batch_size < world.world_size:
+        raise UserError(f"batch_size {batch_size} is smaller than the {world.world_size} processes: every process "
+                        f"needs at least one clip per step (--set batch_size=..., or fewer processes)")
+    return BatchShard(batch_size, *shard_bounds(batch_size, world.rank, world.world_size))
+
+
 class TrainContext:
-    """What a predictor's `training_step` asks of the harness: backward and optimizer steps."""
+    """What a predictor's `training_step` asks of the harness: backward and optimizer steps. Under several
+    processes it also makes them data-parallel: `backward` weights this rank's loss by its share of the global
+    batch and `step` sums the gradients over ranks, so a predictor holds no distributed code."""
 
     def __init__(self, model: Predictor, cfg: TrainConfig, precision: Precision, device: torch.device) -> None:
         self.model = model
@@ -73,6 +92,7 @@ class TrainContext:
         self.device = device
         self.precision = precision
         self.iteration = 0
+        self.shard = batch_shard(cfg.batch_size, distributed.current())
         self.optimizers, self.schedulers = {}, {}
         for name, (params, differences) in model.optimizer_groups().items():
             group_cfg = replace(cfg, **differences)
@@ -87,10 +107,14 @@ class TrainContext:
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"training diverged at iteration {self.iteration}: loss is {loss.item()}; "
                                    f"lower lr (now {self.cfg.lr}) or set grad_clip")
+        if self.shard is not None:  # the summed gradients are then the global batch's (losses are batch means)
+            loss = loss * self.shard.weight
         self.scaler.scale(loss).backward()
 
     def step(self, name: str = "model") -> None:
         optimizer = self.optimizers[name]
+        if self.shard is not None:  # before clipping, so that the clip sees the global gradient
+            sum_gradients([p for group in optimizer.param_groups for p in group["params"]])
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(optimizer)
             params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -122,16 +146,41 @@ class TrainContext:
         self.scaler.load_state_dict(state["scaler"])
 
 
-class IterationSampler(Sampler[list[int]]):
-    """Batch indices for iterations start..total-1, each a pure function of (seed, iteration)."""
+def sum_gradients(params: list[nn.Parameter]) -> None:
+    """Sum the gradients of `params` over every rank: one flat collective per dtype and device. A parameter
+    without a gradient on this rank takes part with zeros (every rank must send the same layout); one that no
+    rank gave a gradient keeps None, as in a 1-process run (Adam leaves such parameters untouched)."""
+    buckets: dict[tuple[torch.dtype, torch.device], list[nn.Parameter]] = {}
+    for p in params:
+        buckets.setdefault((p.dtype, p.device), []).append(p)
+    for (dtype, device), group in buckets.items():
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group]
+                         + [torch.tensor([float(p.grad is not None) for p in group], dtype=dtype, device=device)])
+        distributed.all_reduce_(flat)
+        had_grad = flat[-len(group):].tolist()
+        for p, chunk, any_rank in zip(group, flat[:-len(group)].split([p.numel() for p in group]), had_grad):
+            if not any_rank:
+                continue
+            if p.grad is None:
+                p.grad = chunk.view_as(p).clone()
+            else:
+                p.grad.copy_(chunk.view_as(p))
 
-    def __init__(self, size: int, batch_size: int, seed: int, start: int, total: int) -> None:
+
+class IterationSampler(Sampler[list[int]]):
+    """Batch indices for iterations start..total-1, each a pure function of (seed, iteration); with a `shard`,
+    this rank's rows of each."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int, total: int,
+                 shard: BatchShard | None = None) -> None:
         self.size, self.batch_size, self.seed, self.start, self.total = size, batch_size, seed, start, total
+        self.shard = shard
 
     def __iter__(self) -> Iterator[list[int]]:
         for iteration in range(self.start, self.total):
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
-            yield torch.randint(self.size, (self.batch_size,), generator=gen).tolist()
+            batch = torch.randint(self.size, (self.batch_size,), generator=gen).tolist()
+            yield batch if self.shard is None else batch[self.shard.start:self.shard.stop]
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)
@@ -215,14 +264,14 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
     val_subset = Subset(val_split, range(min(cfg.val_sequences, len(val_split))))
 
     def save_last(iteration: int) -> None:
-        save_checkpoint_atomic(run.last_checkpoint, {
+        run.save_checkpoint(run.last_checkpoint, {
             "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": iteration,
             "model": model.state_dict(), "trainer": ctx.state_dict(), "rng": _rng_state(),
             "best_val_score": best_score, "best_val_mse": best_mse, "best_iteration": best_iteration,
             "wall_seconds": wall,
             "config": config_to_dict(cfg)})
 
-    sampler = IterationSampler(len(train_split), cfg.batch_size, seed, start, cfg.max_iterations)
+    sampler = IterationSampler(len(train_split), cfg.batch_size, seed, start, cfg.max_iterations, ctx.shard)
     # Its own generator: creating a loader iterator otherwise draws from the global RNG, which would
     # shift every later random draw of a resumed run against an uninterrupted one.
     loader = DataLoader(train_split, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
@@ -236,12 +285,12 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
         for iteration, clip in zip(range(start, cfg.max_iterations), loader):
             model.train()
             ctx.iteration = iteration
-            with ctx.autocast():
+            with ctx.autocast(), training_batch(ctx.shard):
                 losses = model.training_step(clip[:, :train_length].to(device, non_blocking=True), ctx)
             done = iteration + 1
-            logged = {k: float(v) for k, v in losses.items()}
+            logged = global_losses(losses, ctx.shard)
             bar.advance(**logged)
-            if done % 50 == 0 or done == cfg.max_iterations:
+            if done % cfg.log_every == 0 or done == cfg.max_iterations:
                 run.log({"event": "train", "iteration": done, "lr": ctx.lr(), **logged})
             if done % cfg.val_every == 0 or done == cfg.max_iterations:
                 val = evaluate(model, val_subset, device=device, precision=precision,
@@ -255,7 +304,7 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
                 bar.note(val_mse=val_mse)
                 if score < best_score:
                     best_score, best_mse, best_iteration = score, val_mse, done
-                    save_checkpoint_atomic(run.best_checkpoint, {
+                    run.save_checkpoint(run.best_checkpoint, {
                         "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": done,
                         "model": model.state_dict(), "config": config_to_dict(cfg)})
             if done % cfg.checkpoint_every == 0 or done % cfg.val_every == 0 or done == cfg.max_iterations:
@@ -263,9 +312,20 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
                 tic = time.perf_counter()
                 save_last(done)
     run.log({"event": "done", "iteration": cfg.max_iterations, "best_iteration": best_iteration})
+    distributed.barrier()  # every rank reads best.pt next, which rank 0 has just written
     selected_on = SELECTED_ON_LOSS if selects_on_own_loss(model) else "validation MSE"
     return TrainSummary(cfg.max_iterations, best_iteration, best_mse, len(val_subset), round(wall, 3), start,
                         selected_on, best_score)
+
+
+def global_losses(losses: dict[str, Tensor], shard: BatchShard | None) -> dict[str, float]:
+    """A training step's batch-mean losses over the global batch: each rank's weighted by its share and summed
+    (one small collective), so the log and the progress bar show what a 1-process run shows."""
+    if shard is None:
+        return {k: float(v) for k, v in losses.items()}
+    names = list(losses)
+    values = torch.tensor([float(losses[k]) * shard.weight for k in names], dtype=torch.float64)
+    return dict(zip(names, distributed.all_reduce_(values).tolist()))
 
 
 def load_weights(model: Predictor, path: Any, device: torch.device) -> dict:

@@ -75,10 +75,10 @@ class PredRNNV2(PredRNN):
 
         return torch.abs(F.cosine_similarity(unit(delta_c), unit(delta_m), dim=2)).mean()
 
-    def sampling_mask(self, iteration: int, batch: int, length: int, device: torch.device) -> Tensor:
+    def draw_sampling_mask(self, iteration: int, batch: int, length: int, device: torch.device) -> Tensor:
         cfg = self.config
         if not cfg.reverse_scheduled_sampling:
-            return super().sampling_mask(iteration, batch, length, device)
+            return super().draw_sampling_mask(iteration, batch, length, device)
         start, stop = cfg.r_sampling_step_1, cfg.r_sampling_step_2
         if iteration < start:
             context_eta, future_eta = 0.5, 0.5
