@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .errors import UserError
-from .precision import Precision
+from .precision import Precision, synchronize
 
 # `auto` takes bf16 on a CPU only when the probe runs it at least this much faster than fp32: a CPU without a
 # native bf16 path (no AMX / AVX512-BF16) emulates it and can be many times slower (27x was measured).
@@ -53,10 +53,10 @@ def probe_bf16(device: torch.device) -> PrecisionProbe:
         times = []
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for repeat in range(7):
-                _synchronize(device)
+                synchronize(device)
                 tic = time.perf_counter()
                 conv(x)
-                _synchronize(device)
+                synchronize(device)
                 if repeat >= 2:  # the first calls pick kernels
                     times.append(1e3 * (time.perf_counter() - tic))
         return statistics.median(times)
@@ -65,11 +65,6 @@ def probe_bf16(device: torch.device) -> PrecisionProbe:
     bf16 = median_ms(True)
     fp32 = min(fp32_first, median_ms(False))  # alternated: a burst of other load does not favour one side
     return PrecisionProbe(str(device), fp32, bf16)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[Precision, str | None]:
@@ -113,7 +108,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
             return tensor.contiguous(memory_format=torch.channels_last_3d)
         return tensor
     for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
+        for param in module.parameters(recurse=False):
             param.data = convert(param.data)
         for name, buffer in module.named_buffers(recurse=False):
             if buffer is not None:
@@ -169,26 +164,21 @@ class Execution:
     precision: Precision
     channels_last: bool
     compiled: CompiledOrEager | None = None
-    notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        parts = [self.precision, "channels-last weights" if self.channels_last else "contiguous weights"]
         if self.compiled is None:
-            parts.append("eager")
-        elif self.compiled.reason is not None:
-            parts.append(self.compiled.reason)
-        else:
-            parts.append(f"torch.compile of {self.compiled.name}"
-                         + (" (fell back)" if self.compiled.compiled is None else ""))
-        return "; ".join([*parts, *self.notes])
+            how = "eager"
+        else:  # a step that fell back to eager says why
+            how = self.compiled.reason or f"torch.compile of {self.compiled.name}"
+        return "; ".join([self.precision, "channels-last weights" if self.channels_last else "contiguous weights", how])
 
 
 def prepare_execution(model: nn.Module, device: torch.device, precision: Precision, *, channels_last: bool | None = None,
-                      compile: bool = False, notes: tuple[str, ...] = ()) -> Execution:
+                      compile: bool = False) -> Execution:
     """Lay `model` out and compile it as asked (channels_last None: where it helps, see uses_channels_last);
     returns the record."""
     layout = uses_channels_last(device, precision) if channels_last is None else channels_last
     if layout:
         to_channels_last(model)
     compiled = compile_model(model, device) if compile else None
-    return Execution(precision, layout, compiled, notes)
+    return Execution(precision, layout, compiled)

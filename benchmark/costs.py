@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .precision import autocast
+from .precision import autocast, synchronize
 from .predictor import Predictor, count_parameters
 
 
@@ -224,11 +224,6 @@ def count_flops(model: Predictor, context: Tensor, future: int) -> FlopCount:
     return FlopCount(sum(by_op.values()), by_op, counter.get_total_flops() // 2, torch_by_op, uncounted, without)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _cpu_peak_rss() -> int | None:
     try:
         with open("/proc/self/status") as fh:
@@ -254,7 +249,7 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         yield out
-        _sync(device)
+        synchronize(device)
         out.update(peak_memory_bytes=torch.cuda.max_memory_allocated(device),
                    peak_memory_kind="CUDA caching allocator peak (max_memory_allocated), weights included")
         return
@@ -288,10 +283,10 @@ def time_inference(model: Predictor, context: Tensor, future: int, device: torch
                     end.synchronize()
                     times.append(begin.elapsed_time(end))
                 else:
-                    _sync(device)
+                    synchronize(device)
                     tic = time.perf_counter()
                     model(context, future)
-                    _sync(device)
+                    synchronize(device)
                     times.append(1000 * (time.perf_counter() - tic))
                 if len(times) >= 3 and time.perf_counter() - started > budget_seconds:
                     break

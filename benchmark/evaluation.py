@@ -11,14 +11,9 @@ from . import distributed
 from .metrics.accumulate import MetricSums
 from .metrics.base import Metric
 from .metrics.frame import FrameMetric
-from .precision import Precision, autocast
+from .precision import Precision, autocast, synchronize
 from .predictor import Predictor
 from .sharding import shard_bounds
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _merge(into: dict[str, Any], figures: dict[str, dict[str, Any]]) -> None:
@@ -73,14 +68,14 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     for clip in loader:
         clip = clip.to(device, non_blocking=True)
         context, target = clip[:, : spec.context], clip[:, spec.context: spec.context + spec.future]
-        _sync(device)
+        synchronize(device)
         tic = time.perf_counter()
         with autocast(device, precision):
             if model.stochastic:
                 prediction = model(context, spec.future, samples=n, generator=generator)
             else:
                 prediction = model(context, spec.future).unsqueeze(1)
-        _sync(device)
+        synchronize(device)
         forward_seconds += time.perf_counter() - tic
         prediction = prediction.float().clamp(0, 1)  # [B, N, T, C, H, W]
         for metric_sums in sums:

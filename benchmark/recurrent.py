@@ -89,9 +89,8 @@ def summed_gate_convs(owner: nn.Module, convs: Sequence[nn.Sequential], inputs: 
     as a parameter: parameters and checkpoints keep the separate convolutions)."""
     layers = [conv[0] for conv in convs]
     weights = [layer.weight for layer in layers]
-    fusable = _fuse_gate_convs and all(len(conv) == 1 for conv in convs)
-    if fusable and sum(w.numel() for w in weights) > FUSED_MAX_WEIGHTS:
-        fusable = False
+    fusable = (_fuse_gate_convs and all(len(conv) == 1 for conv in convs)
+               and sum(w.numel() for w in weights) <= FUSED_MAX_WEIGHTS)
     if not fusable:
         total = convs[0](inputs[0])
         for conv, x in zip(convs[1:], inputs[1:]):

@@ -9,9 +9,11 @@ Per predictor (the preset's model on its 64x64, 10 -> 10 protocol), milliseconds
   train step  training loss and backward of a batch (no optimizer step, the same on both sides);
 for these variants:
   plain       vpbench as it was before the speed work: contiguous weights, each gate convolution on its own;
-  fp32        vpbench's default path: channels-last weights, summed gate convolutions fused;
-  bf16        that path under bf16 autocast (what `--precision bf16` / `auto` runs);
-  compiled    that path with the step compiled by torch.compile (`--compile`);
+  fp32        vpbench's default path: contiguous weights, summed gate convolutions fused (up to 1M weights);
+  fp32-cl     that path on channels-last weights;
+  bf16        fp32's path under bf16 autocast;
+  bf16-cl     bf16 on channels-last weights (what `--precision bf16` / `auto` runs);
+  compiled    fp32's path with the step compiled by torch.compile (`--compile`);
   openstl     OpenSTL's model with vpbench's weights copied in (its outputs are checked against vpbench's
               first: the largest difference is printed), in fp32 and under bf16 autocast.
 Ratios are openstl's fp32 time over each variant's. Then, per predictor, the fp32 bound: the time one forward
@@ -25,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable
+from typing import Any, Callable, ContextManager
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -40,6 +42,7 @@ from vpbench.acceleration import compile_model, probe_bf16, to_channels_last
 from vpbench.cpu import keep_freed_memory_for_reuse
 from vpbench.metrics.accumulate import MetricSums
 from vpbench.metrics.frame import FrameMetric, ssim
+from vpbench.precision import synchronize
 from vpbench.recurrent import patchify, unfused_gate_convs, unpatchify
 
 SPEC = VideoSpec(channels=1, height=64, width=64, context=10, future=10)
@@ -131,23 +134,16 @@ def vpbench_calls(model: nn.Module, clip: Tensor) -> tuple[Callable[[], Tensor],
     return forward, train_step
 
 
-def plain_calls(model: nn.Module, clip: Tensor) -> tuple[Callable[[], Tensor], Callable[[], None]]:
-    forward, train_step = vpbench_calls(model, clip)
-
-    def unfused(fn: Callable) -> Callable:
-        def call():
-            with unfused_gate_convs():
-                return fn()
-        return call
-
-    return unfused(forward), unfused(train_step)
-
-
-def bf16(fn: Callable, device: torch.device) -> Callable:
-    def call():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+def within(context: Callable[[], ContextManager], fn: Callable[[], Any]) -> Callable[[], Any]:
+    """`fn` run inside a fresh `context()` each call: the plain path (unfused_gate_convs) or bf16 autocast."""
+    def call() -> Any:
+        with context():
             return fn()
     return call
+
+
+def bf16(device: torch.device) -> Callable[[], ContextManager]:
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def convolution_ms(forward: Callable[[], Tensor]) -> float:
@@ -169,14 +165,13 @@ def compare_predictor(name: str, args: argparse.Namespace, device: torch.device,
     reference, how = openstl_model(name, model, device)
     lines = [f"{name} (preset {args.preset}, batch {args.batch}): {how}"]
 
-    plain = copy.deepcopy(model)
-    variants = [Variant("plain", *plain_calls(plain, clip))]
+    variants = [Variant("plain", *(within(unfused_gate_convs, call) for call in vpbench_calls(copy.deepcopy(model), clip)))]
     forward, train_step = vpbench_calls(model, clip)
     layout = to_channels_last(copy.deepcopy(model))
     cl_forward, cl_train = vpbench_calls(layout, clip)
     variants += [Variant("fp32", forward, train_step), Variant("fp32-cl", cl_forward, cl_train),
-                 Variant("bf16", bf16(forward, device), bf16(train_step, device)),
-                 Variant("bf16-cl", bf16(cl_forward, device), bf16(cl_train, device))]
+                 Variant("bf16", within(bf16(device), forward), within(bf16(device), train_step)),
+                 Variant("bf16-cl", within(bf16(device), cl_forward), within(bf16(device), cl_train))]
     if not args.no_compile:
         compiled = copy.deepcopy(model)
         wrapper = compile_model(compiled, device)
@@ -190,8 +185,8 @@ def compare_predictor(name: str, args: argparse.Namespace, device: torch.device,
         r_forward, r_train = openstl_calls(reference, clip, model.config.patch_size)
         difference = (r_forward() - forward()).abs().max().item()
         lines.append(f"  outputs: largest |openstl - vpbench| = {difference:.2e}")
-        variants += [Variant("openstl", r_forward, r_train), Variant("openstl-bf16", bf16(r_forward, device),
-                                                                      bf16(r_train, device))]
+        variants += [Variant("openstl", r_forward, r_train),
+                     Variant("openstl-bf16", within(bf16(device), r_forward), within(bf16(device), r_train))]
     for which, label in (("forward", "forward"), ("train_step", "train step")):
         ms = median_ms(variants, which, args.repeats, sync)
         base = ms.get("openstl")
@@ -208,17 +203,11 @@ def compare_predictor(name: str, args: argparse.Namespace, device: torch.device,
 def evaluation_overhead(device: torch.device, repeats: int, sync: Callable[[], None]) -> str:
     """Scoring a 16-sequence batch (MSE, MAE, PSNR, SSIM of 160 frames) against its convlstm rollout."""
     torch.manual_seed(0)
-    model = to_channels_last(create_predictor("convlstm", SPEC, preset="moving-digits").to(device)).eval()
+    model = create_predictor("convlstm", SPEC, preset="moving-digits").to(device)  # the default fp32 path
     clip = torch.rand(16, SPEC.length, 1, 64, 64, generator=torch.Generator().manual_seed(1)).to(device)
-    context, target = clip[:, : SPEC.context], clip[:, SPEC.context:]
-    with torch.no_grad():
-        prediction = model(context, SPEC.future).clamp(0, 1)[:, None]
+    rollout, _ = vpbench_calls(model, clip)
+    prediction, target = rollout().clamp(0, 1)[:, None], clip[:, SPEC.context:]
     sums = MetricSums(FrameMetric(), SPEC.future, device)
-
-    def rollout() -> Tensor:
-        with torch.no_grad():
-            return model(context, SPEC.future)
-
     variants = [Variant("rollout", rollout, None), Variant("scoring", lambda: sums.add(prediction, target), None)]
     ms = median_ms(variants, "forward", repeats, sync)
     share = ms["scoring"] / (ms["rollout"] + ms["scoring"])
@@ -227,18 +216,14 @@ def evaluation_overhead(device: torch.device, repeats: int, sync: Callable[[], N
 
 
 def ssim_throughput(repeats: int) -> str:
-    from skimage.metrics import structural_similarity
+    from ssim_speed import skimage_loop  # benchmarks/ssim_speed.py: the loop OpenSTL runs, at vpbench's settings
 
     g = torch.Generator().manual_seed(0)
     target = torch.rand(160, 1, 64, 64, generator=g)
     pred = (target + 0.1 * torch.randn(target.shape, generator=g)).clamp(0, 1)
     p64, t64 = pred.double().numpy(), target.double().numpy()
-
-    def skimage_loop() -> np.ndarray:
-        return np.array([structural_similarity(p, t, data_range=1, gaussian_weights=True, sigma=1.5,
-                                               use_sample_covariance=False, channel_axis=0) for p, t in zip(p64, t64)])
-
-    variants = [Variant("vpbench", lambda: ssim(pred, target), None), Variant("skimage", skimage_loop, None)]
+    variants = [Variant("vpbench", lambda: ssim(pred, target), None),
+                Variant("skimage", lambda: skimage_loop(p64, t64), None)]
     ms = median_ms(variants, "forward", repeats, lambda: None)
     return (f"SSIM of 160 frames 64x64: vpbench {ms['vpbench']:.1f} ms, scikit-image per frame {ms['skimage']:.1f} ms "
             f"({ms['skimage'] / ms['vpbench']:.1f}x)")
@@ -258,7 +243,7 @@ def main() -> None:
     keep_freed_memory_for_reuse()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = functools.partial(synchronize, device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}; median of {args.repeats} "
           f"alternating rounds; ratios: openstl fp32 ms / variant ms")
     if device.type == "cpu":
