@@ -20,7 +20,7 @@ _SOURCES = {
     "Trainer": "predictor",
     "RecurrentPredictor": "recurrent", "RecurrentConfig": "recurrent",
     "TrainConfig": "config", "StochasticConfig": "config", "setting": "config", "iterations": "config",
-    "bookkeeping": "config",
+    "bookkeeping": "config", "Rule": "config", "at_least": "config", "above": "config", "between": "config",
     "TrainContext": "training",
     "VideoSpec": "spec",
     "VideoDataset": "data", "DatasetConfig": "data", "Protocol": "data",
@@ -44,7 +44,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers see; the lazy table above is what runs
-    from .config import StochasticConfig, TrainConfig, bookkeeping, iterations, setting
+    from .config import Rule, StochasticConfig, TrainConfig, above, at_least, between, bookkeeping, iterations, setting
     from .data import DatasetConfig, Protocol, VideoDataset
     from .errors import UserError
     from .predictor import (Predictor, ResolvedConfig, StochasticPredictor, Trainer, count_parameters,

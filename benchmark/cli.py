@@ -100,7 +100,7 @@ DatasetOpt = typer.Option(..., "--dataset", "-d", help="Dataset name (see `bench
 ProtocolOpt = typer.Option(None, "--protocol", help="Dataset protocol; default: the dataset's first.")
 QuickOpt = typer.Option(False, "--quick", help="Short schedule and a small test subset: a smoke run, marked as such.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
-SeedOpt = typer.Option(0, "--seed")
+SeedOpt = typer.Option(0, "--seed", min=0, help="Training seed (initial weights, batches, samples).")
 OutOpt = typer.Option(Path("runs"), "--out", help="Runs directory.")
 SetOpt = typer.Option(None, "--set", help="key=value for every predictor, name.key=value for one, data.key=value for the dataset.")
 ConfigOpt = typer.Option(None, "--config", help="YAML file of settings (same scopes as --set).")
@@ -111,7 +111,7 @@ PrecisionOpt = typer.Option(Precision.fp32, "--precision", help="fp32 (default: 
                             "the run and its result.")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the recurrent step (CUDA graphs on GPU); a predictor "
                           "that cannot compile runs eagerly and the result says why.")
-WorkersOpt = typer.Option(None, "--workers", help="Data-loading worker processes; default: 0 on a CPU (the "
+WorkersOpt = typer.Option(None, "--workers", min=0, help="Data-loading worker processes; default: 0 on a CPU (the "
                           "compute takes every core), up to 4 on a GPU, so that clips load while the GPU computes.")
 ForceOpt = typer.Option(False, "--force", help="Redo runs that already have a result.")
 ContextOpt = typer.Option(None, "--context", min=1, help="Frames given (default: the protocol's), e.g. 36.")

@@ -2,7 +2,9 @@
 
 Overrides come from `--set key=value` (strings) and `--config file.yaml` (YAML values). Both go
 through `apply_overrides`, which rejects unknown keys (suggesting close ones) and values that do not
-fit the field's type, each with one clear message.
+fit the field's type, each with one clear message. A field may declare a `Rule` for its value (>= 1, in
+[0, 1], ...); `check_rules` holds the merged config (defaults, preset, overrides) to them once, before
+anything is built, so no loop checks a value.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Callable, Literal, Mapping, TypeVar
 
 import yaml
 
@@ -21,26 +23,71 @@ from .errors import UserError
 C = TypeVar("C")
 
 
-def setting(default: Any, help: str = "", **metadata: Any) -> Any:
-    """A config field with its `help`, shown by `bench list predictors --verbose`."""
-    return field(default=default, metadata={"help": help, **metadata})
+@dataclass(frozen=True)
+class Rule:
+    """What a field's value must be, e.g. `at_least(1)`; None (an unset optional) always passes, and a list
+    passes when each of its items does."""
+
+    text: str  # completes "must be ...": ">= 1", "in [0, 1)"
+    holds: Callable[[Any], bool]
+    each: bool = True  # a list's items are held to it one by one; False: the whole list is
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if self.each and isinstance(value, (list, tuple)):
+            return all(self.allows(item) for item in value)
+        return bool(self.holds(value))
 
 
-def iterations(default: int, help: str = "") -> Any:
+def at_least(low: float) -> Rule:
+    return Rule(f">= {low}", lambda v: v >= low)
+
+
+def above(low: float) -> Rule:
+    return Rule(f"> {low}", lambda v: v > low)
+
+
+def between(low: float, high: float, *, high_open: bool = False) -> Rule:
+    closing = ")" if high_open else "]"
+    return Rule(f"in [{low}, {high}{closing}", lambda v: low <= v < high if high_open else low <= v <= high)
+
+
+POSITIVE = above(0)  # a rate, a weight, a ratio that 0 would break
+NON_NEGATIVE = at_least(0)  # a weight or count where 0 means "off"
+COUNT = at_least(1)  # sizes, counts, periods
+PROBABILITY = between(0, 1)
+ODD = Rule("an odd number >= 1", lambda v: v >= 1 and v % 2 == 1)  # a 'same'-padded kernel (padding k // 2)
+POWER_OF_TWO = Rule("a power of two", lambda v: v >= 1 and v & (v - 1) == 0)
+EVEN = Rule("an even number >= 2", lambda v: v >= 2 and v % 2 == 0)
+OPEN_FRACTION = Rule("in (0, 1)", lambda v: 0 < v < 1)
+SEED = between(0, 2**32 - 1)  # one 32-bit word: a clip's entropy words [seed, split, index] stay unambiguous
+# (filters, kernel, stride, padding) of one convolution
+CONV_SPEC = Rule("4 numbers: filters, kernel and stride >= 1, padding >= 0",
+                 lambda v: len(v) == 4 and min(v[:3]) >= 1 and v[3] >= 0, each=False)
+
+
+def setting(default: Any, help: str = "", rule: Rule | None = None, **metadata: Any) -> Any:
+    """A config field with its `help`, shown by `bench list predictors --verbose`, and the `rule` its value
+    must keep (checked by `check_rules`)."""
+    return field(default=default, metadata={"help": help, **({"rule": rule} if rule else {}), **metadata})
+
+
+def iterations(default: int, help: str = "", rule: Rule = COUNT) -> Any:
     """A field counted in training iterations: `--quick` shrinks it with the schedule."""
-    return setting(default, help, iterations=True)
+    return setting(default, help, rule, iterations=True)
 
 
-def later_setting(default: Any, help: str = "") -> Any:
+def later_setting(default: Any, help: str = "", rule: Rule | None = None) -> Any:
     """A field declared after run ids were first issued: it enters a run's identity only when set away from
     `default`, so runs from before it keep their ids. (A subclass that redeclares the field with a default of
     its own drops this, and the field always enters that predictor's identity.)"""
-    return setting(default, help, later=default)
+    return setting(default, help, rule, later=default)
 
 
-def bookkeeping(default: Any, help: str = "") -> Any:
+def bookkeeping(default: Any, help: str = "", rule: Rule | None = None) -> Any:
     """A field that does not change what is learned or measured: left out of the run identity."""
-    return setting(default, help, identity=False)
+    return setting(default, help, rule, identity=False)
 
 
 @dataclass
@@ -48,37 +95,40 @@ class TrainConfig:
     """Every setting the harness reads from a predictor's config. Predictor configs extend it (a
     subclass may change a default, keeping the field's type); non-trainable predictors use it as is."""
 
-    batch_size: int = setting(8, "clips per training step")
-    lr: float = setting(1e-3, "learning rate (the peak rate for onecycle)")
+    batch_size: int = setting(8, "clips per training step", COUNT)
+    lr: float = setting(1e-3, "learning rate (the peak rate for onecycle)", POSITIVE)
     optimizer: Literal["adam", "adamw", "sgd"] = setting("adam", "adam, adamw, or sgd with momentum 0.9")
-    adam_beta1: float = later_setting(0.9, "adam/adamw first-moment decay (beta2 is 0.999)")
-    adam_eps: float = later_setting(1e-8, "adam/adamw epsilon")
-    weight_decay: float = setting(0.0, "weight decay of the optimizer")
+    adam_beta1: float = later_setting(0.9, "adam/adamw first-moment decay (beta2 is 0.999)",
+                                      between(0, 1, high_open=True))
+    adam_eps: float = later_setting(1e-8, "adam/adamw epsilon", POSITIVE)
+    weight_decay: float = setting(0.0, "weight decay of the optimizer", NON_NEGATIVE)
     lr_schedule: Literal["constant", "cosine", "exponential", "onecycle"] = setting(
         "constant", "constant; cosine to 0 over max_iterations; exponential steps (lr_gamma, lr_step_every, "
         "lr_decay_start); onecycle over max_iterations")
-    lr_gamma: float = setting(0.9, "exponential: multiply the rate by this every lr_step_every iterations")
+    lr_gamma: float = setting(0.9, "exponential: multiply the rate by this every lr_step_every iterations",
+                             Rule("in (0, 1]", lambda v: 0 < v <= 1))
     lr_step_every: int = iterations(2000, "exponential: iterations between two decays")
     lr_decay_start: int = setting(0, "exponential: decays follow only iterations from this one on (0: all)",
-                                  iterations=True, later=0)
+                                  NON_NEGATIVE, iterations=True, later=0)
     max_iterations: int = iterations(80000, "training iterations (batches)")
     quick_iterations: int = setting(300, "--quick trains at most this many iterations, every iteration-counted "
-                                         "setting shrunk alike")
-    grad_clip: float = setting(0.0, "max global gradient norm per optimizer step; 0: off")
+                                         "setting shrunk alike", COUNT)
+    grad_clip: float = setting(0.0, "max global gradient norm per optimizer step; 0: off", NON_NEGATIVE)
     val_every: int = iterations(5000, "iterations between validations (checkpoint selection)")
-    val_sequences: int = setting(256, "sequences of the validation split scored for checkpoint selection")
+    val_sequences: int = setting(256, "sequences of the validation split scored for checkpoint selection (0: no "
+                                      "validation, the last checkpoint is tested)", NON_NEGATIVE)
     train_horizon: int = setting(0, "frames predicted in training (0: the protocol's future); tests always "
-                                    "roll out the whole horizon")
-    checkpoint_every: int = bookkeeping(500, "iterations between resumable checkpoints")
-    log_every: int = bookkeeping(50, "iterations between two training-loss lines of train.log")
-    eval_batch_size: int = bookkeeping(16, "sequences per batch in validation and test")
+                                    "roll out the whole horizon", NON_NEGATIVE)
+    checkpoint_every: int = bookkeeping(500, "iterations between resumable checkpoints", COUNT)
+    log_every: int = bookkeeping(50, "iterations between two training-loss lines of train.log", COUNT)
+    eval_batch_size: int = bookkeeping(16, "sequences per batch in validation and test", COUNT)
 
 
 @dataclass
 class StochasticConfig(TrainConfig):
     """The config base of stochastic predictors."""
 
-    eval_samples: int = setting(1, "samples drawn per test sequence (--samples overrides it)")
+    eval_samples: int = setting(1, "samples drawn per test sequence (--samples overrides it)", COUNT)
 
 
 @dataclass(frozen=True)
@@ -87,19 +137,41 @@ class FieldDoc:
     type: str
     default: Any
     help: str
+    rule: str = ""
+
+
+def declared(config_class: type, name: str, key: str) -> Any:
+    """Metadata `key` of field `name` from the nearest class that declared it with one: a subclass that only
+    changes a default (`num_hidden: int = 64`) keeps its base's help and rule."""
+    for klass in config_class.__mro__:
+        declared_field = vars(klass).get("__dataclass_fields__", {}).get(name)
+        if declared_field is not None and declared_field.metadata.get(key) is not None:
+            return declared_field.metadata[key]
+    return None
 
 
 def describe_fields(config_class: type) -> list[FieldDoc]:
-    """Name, type, default and help of each field; the help of a field whose default a subclass
-    changed comes from the class that declared it first."""
+    """Name, type, default, help and rule of each field."""
     hints = typing.get_type_hints(config_class)
     docs = []
     for f in fields(config_class):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        helps = (vars(k).get("__dataclass_fields__", {}).get(f.name) for k in config_class.__mro__)
-        text = next((h.metadata.get("help") for h in helps if h is not None and h.metadata.get("help")), "")
-        docs.append(FieldDoc(f.name, _type_name(hints[f.name]), default, text))
+        rule = declared(config_class, f.name, "rule")
+        docs.append(FieldDoc(f.name, _type_name(hints[f.name]), default, declared(config_class, f.name, "help") or "",
+                             rule.text if rule else ""))
     return docs
+
+
+def check_rules(config: Any, where: str, origins: Mapping[str, str] | None = None) -> None:
+    """Raise UserError on the first field whose value breaks its declared rule, naming the key, the value,
+    the rule and (from `origins`, key -> where the value came from) who set it."""
+    for f in fields(config):
+        rule = declared(type(config), f.name, "rule")
+        value = getattr(config, f.name)
+        if rule is not None and not rule.allows(value):
+            source = (origins or {}).get(f.name)
+            raise UserError(f"{where}: {f.name}={value!r} must be {rule.text}"
+                            + (f" (from {source})" if source else ""))
 
 
 # The schedule of a `tiny` preset: the contract's quick run (vpbench.contract, `bench check`) trains

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from torch.utils.data import Dataset
 
-from .config import apply_overrides, setting
+from .config import COUNT, apply_overrides, check_rules, setting
 from .errors import UserError
 from .spec import VideoSpec
 
@@ -55,10 +55,10 @@ class DataProblem:
 class DatasetConfig:
     """Options every dataset accepts. `None` keeps the protocol's value."""
 
-    context: int | None = setting(None, "frames given, --context (default: the protocol's)")
-    future: int | None = setting(None, "frames predicted, --horizon (default: the protocol's)")
-    height: int | None = setting(None, "frame height (default: the protocol's)")
-    width: int | None = setting(None, "frame width (default: the protocol's)")
+    context: int | None = setting(None, "frames given, --context (default: the protocol's)", COUNT)
+    future: int | None = setting(None, "frames predicted, --horizon (default: the protocol's)", COUNT)
+    height: int | None = setting(None, "frame height (default: the protocol's)", COUNT)
+    width: int | None = setting(None, "frame width (default: the protocol's)", COUNT)
 
 
 class VideoDataset:
@@ -84,14 +84,13 @@ class VideoDataset:
                             f"choose from {', '.join(cls.protocols)}")
         changes = {k: getattr(config, k) for k in ("context", "future", "height", "width")
                    if getattr(config, k, None) is not None}
-        for key, value in changes.items():
-            if value <= 0:
-                raise UserError(f"dataset option {key} must be positive, got {value}")
         return replace(cls.protocols[name], **changes)
 
     @classmethod
     def make_config(cls, **options: Any) -> Any:
-        return apply_overrides(cls.Config(), options, f"dataset {cls.registry_name}")
+        config = apply_overrides(cls.Config(), options, f"dataset {cls.registry_name}")
+        check_rules(config, f"dataset {cls.registry_name}", dict.fromkeys(options, "--set data.KEY or --config"))
+        return config
 
     @classmethod
     def create(cls, protocol: str | None = None, **options: Any) -> "VideoDataset":

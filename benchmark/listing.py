@@ -15,8 +15,8 @@ def _settings(config_class: type) -> Iterator[str]:
     docs = describe_fields(config_class)
     width = max((len(d.name) for d in docs), default=0)
     for d in docs:
-        about = f"  # {d.help}" if d.help else ""
-        yield f"      {d.name:<{width}}  {d.type} = {_value(d.default)}{about}"
+        about = "; ".join(filter(None, (d.help, d.rule and f"must be {d.rule}")))
+        yield f"      {d.name:<{width}}  {d.type} = {_value(d.default)}" + (f"  # {about}" if about else "")
 
 
 def predictor_lines(verbose: bool = False) -> Iterator[str]:

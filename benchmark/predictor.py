@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import StochasticConfig, TrainConfig, apply_overrides, shrink_schedule
+from .config import StochasticConfig, TrainConfig, apply_overrides, check_rules, shrink_schedule
 from .errors import UserError
 from .registry import PREDICTORS
 from .spec import VideoSpec
@@ -128,9 +128,13 @@ def resolve_config(predictor: str | type[Predictor], preset_keys: tuple[str, ...
                         f"presets: {', '.join(cls.presets) or 'none'}")
     chosen = preset or next((key for key in preset_keys if key in cls.presets), None)
     config = cls.Config()
+    origins: dict[str, str] = {}
     if chosen is not None:
         config = apply_overrides(config, cls.presets[chosen], f"preset {chosen!r} of {cls.registry_name}")
+        origins.update(dict.fromkeys(cls.presets[chosen], f"preset {chosen!r}"))
     config = apply_overrides(config, overrides or {}, f"predictor {cls.registry_name}")
+    origins.update(dict.fromkeys(overrides or {}, "--set or --config"))
+    check_rules(config, f"predictor {cls.registry_name}", origins)  # before --quick: it keeps every rule
     if quick:
         config = shrink_schedule(config)
     return ResolvedConfig(cls, config, chosen)

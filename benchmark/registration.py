@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 from typing import Any, Mapping
 
-from .config import StochasticConfig, TrainConfig, apply_overrides
+from .config import StochasticConfig, TrainConfig, apply_overrides, check_rules
 from .data import Protocol, VideoDataset
 from .errors import UserError
 from .predictor import Predictor
@@ -23,6 +23,7 @@ def check_predictor(name: str, cls: Any) -> None:
         raise UserError(f"{where}: {cls.__qualname__} does not define forward(context, future)")
     base = StochasticConfig if cls.stochastic else TrainConfig
     defaults = check_config_class(cls.Config, base, where)
+    check_rules(defaults, f"{where}: the Config defaults")
     if cls.stochastic:
         check_sampling_signature(cls, where)
     if not isinstance(cls.presets, Mapping):
@@ -30,14 +31,15 @@ def check_predictor(name: str, cls: Any) -> None:
     for preset, values in cls.presets.items():
         if not isinstance(values, Mapping):
             raise UserError(f"{where}: preset {preset!r} must be a dict of Config fields, got {type(values).__name__}")
-        apply_overrides(defaults, values, f"preset {preset!r} of predictor {name!r}")
+        check_rules(apply_overrides(defaults, values, f"preset {preset!r} of predictor {name!r}"),
+                    f"preset {preset!r} of predictor {name!r}")
 
 
 def check_dataset(name: str, cls: Any) -> None:
     where = f"dataset {name!r}"
     if not (isinstance(cls, type) and issubclass(cls, VideoDataset)):
         raise UserError(f"{where}: {cls!r} is not a subclass of vpbench.VideoDataset")
-    check_config_class(cls.Config, object, where)
+    check_rules(check_config_class(cls.Config, object, where), f"{where}: the Config defaults")
     if not cls.protocols or not all(isinstance(p, Protocol) for p in cls.protocols.values()):
         raise UserError(f"{where}: protocols must map a name to a vpbench.Protocol, at least one")
 

@@ -202,6 +202,7 @@ class TrainSummary:
 
 
 SELECTED_ON_LOSS = "validation loss (the predictor's validation_loss, e.g. negative ELBO per frame)"
+NO_VALIDATION = "none: no validation sequences (val_size or val_sequences 0), the last checkpoint is tested"
 
 
 def selects_on_own_loss(model: Predictor) -> bool:
@@ -262,6 +263,7 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
             state["wall_seconds"])
         run.log({"event": "resume", "iteration": start})
     val_subset = Subset(val_split, range(min(cfg.val_sequences, len(val_split))))
+    validates = len(val_subset) > 0  # without validation sequences the last weights are the ones tested
 
     def save_last(iteration: int) -> None:
         run.save_checkpoint(run.last_checkpoint, {
@@ -270,6 +272,11 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
             "best_val_score": best_score, "best_val_mse": best_mse, "best_iteration": best_iteration,
             "wall_seconds": wall,
             "config": config_to_dict(cfg)})
+
+    def save_best(iteration: int) -> None:
+        run.save_checkpoint(run.best_checkpoint, {
+            "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": iteration,
+            "model": model.state_dict(), "config": config_to_dict(cfg)})
 
     sampler = IterationSampler(len(train_split), cfg.batch_size, seed, start, cfg.max_iterations, ctx.shard)
     # Its own generator: creating a loader iterator otherwise draws from the global RNG, which would
@@ -292,7 +299,10 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
             bar.advance(**logged)
             if done % cfg.log_every == 0 or done == cfg.max_iterations:
                 run.log({"event": "train", "iteration": done, "lr": ctx.lr(), **logged})
-            if done % cfg.val_every == 0 or done == cfg.max_iterations:
+            if not validates and done == cfg.max_iterations:
+                best_iteration = done
+                save_best(done)
+            if validates and (done % cfg.val_every == 0 or done == cfg.max_iterations):
                 val = evaluate(model, val_subset, device=device, precision=precision,
                                batch_size=cfg.eval_batch_size, workers=workers)
                 val_mse = val["mean"]["mse"]
@@ -304,16 +314,15 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
                 bar.note(val_mse=val_mse)
                 if score < best_score:
                     best_score, best_mse, best_iteration = score, val_mse, done
-                    run.save_checkpoint(run.best_checkpoint, {
-                        "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": done,
-                        "model": model.state_dict(), "config": config_to_dict(cfg)})
+                    save_best(done)
             if done % cfg.checkpoint_every == 0 or done % cfg.val_every == 0 or done == cfg.max_iterations:
                 wall += time.perf_counter() - tic
                 tic = time.perf_counter()
                 save_last(done)
     run.log({"event": "done", "iteration": cfg.max_iterations, "best_iteration": best_iteration})
     distributed.barrier()  # every rank reads best.pt next, which rank 0 has just written
-    selected_on = SELECTED_ON_LOSS if selects_on_own_loss(model) else "validation MSE"
+    selected_on = (NO_VALIDATION if not validates else SELECTED_ON_LOSS if selects_on_own_loss(model)
+                   else "validation MSE")
     return TrainSummary(cfg.max_iterations, best_iteration, best_mse, len(val_subset), round(wall, 3), start,
                         selected_on, best_score)
 

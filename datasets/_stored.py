@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from vpbench.config import COUNT, between, setting
 from vpbench.data import SPLITS, DataProblem, DatasetConfig, Protocol, Split, VideoDataset
 from vpbench.errors import UserError
 from vpbench.progress import console
@@ -44,15 +45,18 @@ _OPEN_ARRAYS = 64  # memmaps kept open per process: enough for locality, far bel
 class StoredConfig(DatasetConfig):
     """Options of every stored dataset."""
 
-    root: str | None = None  # the prepared data; default $VPBENCH_DATA/<name>, else ~/.cache/vpbench/data/<name>
-    val_fraction: float = 0.05  # share of the training sequences held out, whole, for validation
+    root: str | None = setting(None,
+                               "the prepared data; default $VPBENCH_DATA/<name>, else ~/.cache/vpbench/data/<name>")
+    val_fraction: float = setting(0.05, "share of the training sequences held out, whole, for validation",
+                                  between(0, 1, high_open=True))
 
 
 @dataclass
 class LongConfig(StoredConfig):
     """Options of datasets with long-sequence protocols (CW-VAE / HTSRM), which train on short chunks."""
 
-    train_length: int | None = None  # frames per training clip; None: the protocol's (100 for the long ones)
+    train_length: int | None = setting(None, "frames per training clip; None: the protocol's (100 for the long ones)",
+                                       COUNT)
 
 
 @dataclass

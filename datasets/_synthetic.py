@@ -13,12 +13,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vpbench.config import COUNT, NON_NEGATIVE, SEED, setting
 from vpbench.data import SPLITS, DatasetConfig, Split, VideoDataset
 from vpbench.errors import UserError
 
 SPLIT_IDS: dict[str, int] = {name: number for number, name in enumerate(SPLITS)}
-# One 32-bit word per seed keeps the entropy words [seed, split, index] unambiguous.
-SEED_LIMIT = 2**32
 
 
 def split_id(name: str) -> int:
@@ -54,10 +53,10 @@ def bounce(start: Any, velocity: Any, steps: int, low: Any, high: Any) -> np.nda
 class SyntheticConfig(DatasetConfig):
     """Options of every procedural dataset; subclasses change the split-size defaults."""
 
-    seed: int = 0  # the data seed: which clips make up the splits (not the training seed)
-    train_size: int = 1000
-    val_size: int = 100
-    test_size: int = 100
+    seed: int = setting(0, "the data seed: which clips make up the splits (not the training seed)", SEED)
+    train_size: int = setting(1000, "training clips", COUNT)
+    val_size: int = setting(100, "validation clips (0: no validation; the last checkpoint is tested)", NON_NEGATIVE)
+    test_size: int = setting(100, "test clips", COUNT)
 
 
 class ClipSplit(Dataset):
@@ -87,11 +86,6 @@ class SyntheticVideoDataset(VideoDataset):
 
     def __init__(self, config: Any, protocol: str | None = None) -> None:
         super().__init__(config, protocol)
-        if not 0 <= config.seed < SEED_LIMIT:
-            raise UserError(f"dataset option seed must be in [0, 2**32), got {config.seed}")
-        for name in SPLITS:
-            if getattr(config, f"{name}_size") < 0:
-                raise UserError(f"dataset option {name}_size must be >= 0, got {getattr(config, f'{name}_size')}")
 
     def split(self, name: Split) -> ClipSplit:
         split_id(name)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from vpbench.config import COUNT, setting
 from vpbench.data import Protocol
 from vpbench.errors import UserError
 from vpbench.registry import register_dataset
@@ -40,11 +41,12 @@ RAW_STEP = 5  # frames of the original 50 fps videos kept by the references
 
 @dataclass
 class Human36MConfig(StoredConfig):
-    split_by: Literal["subjects", "lists"] = "subjects"
-    train_subjects: tuple[int, ...] = (1, 5, 6, 7, 8)
-    test_subjects: tuple[int, ...] = (9, 11)
-    frame_step: int = 5  # raw frames between a clip's frames
-    clip_stride: int = 25  # split_by=subjects: raw frames between clip starts
+    split_by: Literal["subjects", "lists"] = setting("subjects", "subjects (the papers' split) or lists (files "
+                                                                 "naming each split's videos)")
+    train_subjects: tuple[int, ...] = setting((1, 5, 6, 7, 8), "subjects of the training split", COUNT)
+    test_subjects: tuple[int, ...] = setting((9, 11), "subjects of the test split", COUNT)
+    frame_step: int = setting(5, "raw frames between a clip's frames", COUNT)
+    clip_stride: int = setting(25, "split_by=subjects: raw frames between clip starts", COUNT)
 
 
 @register_dataset("human36m")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vpbench.config import COUNT, NON_NEGATIVE, SEED, setting
 from vpbench.data import DatasetConfig, Protocol, Split
 from vpbench.errors import UserError
 from vpbench.registry import register_dataset
@@ -42,11 +43,12 @@ IDX_NAMES = ("train-images-idx3-ubyte", "train-images.idx3-ubyte", "t10k-images-
 
 @dataclass
 class MMNISTConfig(DatasetConfig):
-    root: str | None = None  # the prepared data; default $VPBENCH_DATA/mmnist
-    train_length: int | None = None  # frames per training clip of the long protocols (default 100)
-    seed: int = 0  # seed of the generated training and validation clips
-    train_size: int = 1_000_000
-    val_size: int = 1000
+    root: str | None = setting(None, "the prepared data; default $VPBENCH_DATA/mmnist")
+    train_length: int | None = setting(None, "frames per training clip of the long protocols (default 100)", COUNT)
+    seed: int = setting(0, "seed of the generated training and validation clips", SEED)
+    train_size: int = setting(1_000_000, "generated training clips", COUNT)
+    val_size: int = setting(1000, "generated validation clips (0: no validation; the last checkpoint is tested)",
+                            NON_NEGATIVE)
 
 
 @register_dataset("mmnist")

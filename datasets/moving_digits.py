@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from vpbench.config import COUNT, setting
 from vpbench.data import Protocol, Split
 from vpbench.errors import UserError
 from vpbench.registry import register_dataset
@@ -41,8 +42,9 @@ class MovingDigits(SyntheticVideoDataset):
         train_size: int = 10000
         val_size: int = 500
         test_size: int = 1000
-        digits: int = 2
-        mnist_path: str | None = None  # a directory of MNIST idx files or a Keras mnist.npz
+        digits: int = setting(2, "digits per clip", COUNT)
+        mnist_path: str | None = setting(None, "a directory of MNIST idx files or a Keras mnist.npz; default: "
+                                               "digits rendered from fonts")
 
     protocols: ClassVar[dict[str, Protocol]] = {
         "10to10": Protocol("10to10", 10, 10, 64, 64, 1),
@@ -53,8 +55,6 @@ class MovingDigits(SyntheticVideoDataset):
 
     def __init__(self, config: Config, protocol: str | None = None) -> None:
         super().__init__(config, protocol)
-        if config.digits < 1:
-            raise UserError(f"dataset option digits must be >= 1, got {config.digits}")
         if self.protocol.channels != 1:
             raise UserError("moving-digits clips have 1 channel")
         # Resolved once: clips look their bank up by it, and the cache key must not depend on the cwd.

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from vpbench.config import COUNT, setting
 from vpbench.data import Protocol
 from vpbench.digest import sha256_files
 from vpbench.errors import UserError
@@ -47,11 +48,12 @@ WIDTH, HEIGHT = 3840, 2160
 
 @dataclass
 class SJTU4KConfig(StoredConfig):
-    split_by: Literal["sequences", "lists"] = "sequences"
-    test_sequences: tuple[str, ...] = ()  # names of the test sequences; empty: 20% of them by hash
-    clip_stride: int = 8  # split_by=sequences: frames between clip starts
-    yuv_matrix: Matrix = "bt709"
-    yuv_range: Literal["limited", "full"] = "limited"
+    split_by: Literal["sequences", "lists"] = setting("sequences",
+                                                      "sequences (by name) or lists (files naming each split's clips)")
+    test_sequences: tuple[str, ...] = setting((), "names of the test sequences; empty: 20% of them by hash")
+    clip_stride: int = setting(8, "split_by=sequences: frames between clip starts", COUNT)
+    yuv_matrix: Matrix = setting("bt709", "YUV to RGB matrix of the raw files")
+    yuv_range: Literal["limited", "full"] = setting("limited", "YUV range of the raw files")
 
 
 @register_dataset("sjtu4k")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from vpbench.config import COUNT, OPEN_FRACTION, setting
 from vpbench.data import Protocol
 from vpbench.registry import register_dataset
 
@@ -32,9 +33,10 @@ from ._stored import Plan, StoredConfig, StoredDataset
 
 @dataclass
 class FolderSplitConfig(StoredConfig):
-    split_by: Literal["videos", "lists"] = "videos"
-    test_fraction: float = 0.1  # split_by=videos: share of the videos kept for test
-    clip_stride: int = 1  # split_by=videos: frames between successive clip starts
+    split_by: Literal["videos", "lists"] = setting("videos",
+                                                   "videos (by hash) or lists (files naming each split's videos)")
+    test_fraction: float = setting(0.1, "split_by=videos: share of the videos kept for test", OPEN_FRACTION)
+    clip_stride: int = setting(1, "split_by=videos: frames between successive clip starts", COUNT)
 
 
 @register_dataset("ucf-sports")

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import StochasticConfig
+from vpbench.config import COUNT, NON_NEGATIVE, POSITIVE, StochasticConfig, setting
 from vpbench.errors import UserError
 from vpbench.predictor import StochasticPredictor
 from vpbench.spec import VideoSpec
@@ -70,17 +70,17 @@ DECODE_CHUNK = 36  # frames decoded together in a rollout
 @dataclass
 class ClockworkConfig(StochasticConfig):
     # The reference's names (configs/base_config.yml), so its config files read across.
-    levels: int = 3
-    tmp_abs_factor: int = 6
-    cell_stoch_size: int = 20
-    cell_deter_size: int = 200
-    cell_embed_size: int = 200
-    cell_min_stddev: float = 1e-4
-    enc_dense_layers: int = 3
-    enc_dense_embed_size: int = 1000
-    filters: int = 32  # first conv width; the reference's 32 * channels_mult
-    dec_stddev: float = 1.0
-    train_length: int = 100  # frames of a training window (the reference's seq_len)
+    levels: int = setting(3, "temporal levels of the hierarchy", COUNT)
+    tmp_abs_factor: int = setting(6, "each level ticks this many times slower than the one below", COUNT)
+    cell_stoch_size: int = setting(20, "stochastic latent units per level", COUNT)
+    cell_deter_size: int = setting(200, "deterministic (GRU) units per level", COUNT)
+    cell_embed_size: int = setting(200, "embedding units of the latent cell", COUNT)
+    cell_min_stddev: float = setting(1e-4, "floor of the latent standard deviation", NON_NEGATIVE)
+    enc_dense_layers: int = setting(3, "dense layers of the encoder above level 1", COUNT)
+    enc_dense_embed_size: int = setting(1000, "units of those layers", COUNT)
+    filters: int = setting(32, "first conv width; the reference's 32 * channels_mult", COUNT)
+    dec_stddev: float = setting(1.0, "standard deviation of the decoder's Gaussian likelihood", POSITIVE)
+    train_length: int = setting(100, "frames of a training window (the reference's seq_len)", COUNT)
     eval_samples: int = 1  # samples per test sequence (the reference eval scripts' --num-samples default)
     # The reference's optimiser: Adam(eps=1e-4), batch 50, global-norm clip 1e4.
     batch_size: int = 50
@@ -252,8 +252,6 @@ class ClockworkPredictor(StochasticPredictor):
         if (spec.height, spec.width) != (FRAME_SIZE, FRAME_SIZE):
             raise UserError(f"{type(self).registry_name}: the model is defined for {FRAME_SIZE}x{FRAME_SIZE} frames "
                             f"(its conv strides and kernels fix the size); got {spec.height}x{spec.width}")
-        if config.levels < 1 or config.tmp_abs_factor < 1 or config.enc_dense_layers < 1:
-            raise UserError(f"{type(self).registry_name}: levels, tmp_abs_factor and enc_dense_layers must be >= 1")
         c = config
         features = 32 * c.filters
         self.encoder = ConvEncoder(spec.channels, c.filters, self.make_encoder_cell(c.filters))

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vpbench.config import CONV_SPEC, COUNT, NON_NEGATIVE, ODD, setting
 from vpbench.errors import UserError
 from vpbench.predictor import Predictor
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor
@@ -52,17 +53,18 @@ def leaky(x: Tensor) -> Tensor:
 class EncoderForecasterConfig(RecurrentConfig):
     patch_size: int = 1
     scheduled_sampling: bool = False  # the forecaster never reads a frame
-    num_filters: tuple[int, ...] = (64, 96, 96)  # hidden channels of RNN blocks 1..n
-    first_conv: tuple[int, ...] = (16, 3, 1, 1)  # filters, kernel, stride, padding
-    last_deconv: tuple[int, ...] = (16, 3, 1, 1)
-    down_kernel: tuple[int, ...] = (3, 3)  # convolution after encoder block i (n-1 entries)
-    down_stride: tuple[int, ...] = (2, 2)
-    down_padding: tuple[int, ...] = (1, 1)
-    up_kernel: tuple[int, ...] = (4, 4)  # transposed convolution after forecaster block i+1
-    up_stride: tuple[int, ...] = (2, 2)
-    up_padding: tuple[int, ...] = (1, 1)
-    i2h_kernel: tuple[int, ...] = (3, 3, 3)
-    coord_channels: bool = True  # append the normalised (x, y) grid and a ones channel to the input
+    num_filters: tuple[int, ...] = setting((64, 96, 96), "hidden channels of RNN blocks 1..n", COUNT)
+    first_conv: tuple[int, ...] = setting((16, 3, 1, 1), "filters, kernel, stride, padding", CONV_SPEC)
+    last_deconv: tuple[int, ...] = setting((16, 3, 1, 1), "filters, kernel, stride, padding of the last deconvolution",
+                                           CONV_SPEC)
+    down_kernel: tuple[int, ...] = setting((3, 3), "convolution after encoder block i (n-1 entries)", COUNT)
+    down_stride: tuple[int, ...] = setting((2, 2), "its stride", COUNT)
+    down_padding: tuple[int, ...] = setting((1, 1), "its padding", NON_NEGATIVE)
+    up_kernel: tuple[int, ...] = setting((4, 4), "transposed convolution after forecaster block i+1", COUNT)
+    up_stride: tuple[int, ...] = setting((2, 2), "its stride", COUNT)
+    up_padding: tuple[int, ...] = setting((1, 1), "its padding", NON_NEGATIVE)
+    i2h_kernel: tuple[int, ...] = setting((3, 3, 3), "input-to-hidden kernel of each RNN block", ODD)
+    coord_channels: bool = setting(True, "append the normalised (x, y) grid and a ones channel to the input")
     adam_beta1: float = 0.5  # the reference's Adam momentum
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from vpbench.config import tiny_preset
+from vpbench.config import COUNT, ODD, setting, tiny_preset
 from vpbench.registry import register_predictor
 
 from ._encoder_forecaster import EncoderForecaster, EncoderForecasterConfig, GRUCell, TINY_CODEC, hko7_mmnist_preset
@@ -20,8 +20,8 @@ from ._encoder_forecaster import EncoderForecaster, EncoderForecasterConfig, GRU
 
 @dataclass
 class ConvGRUConfig(EncoderForecasterConfig):
-    h2h_kernel: tuple[int, ...] = (5, 5, 5)
-    h2h_dilation: tuple[int, ...] = (1, 1, 1)
+    h2h_kernel: tuple[int, ...] = setting((5, 5, 5), "hidden-to-hidden kernel of each ConvGRU block", ODD)
+    h2h_dilation: tuple[int, ...] = setting((1, 1, 1), "its dilation", COUNT)
 
 
 class ConvGRUCell(GRUCell):

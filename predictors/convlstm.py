@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import tiny_preset
+from vpbench.config import COUNT, ODD, setting, tiny_preset
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv, summed_gate_convs
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -20,11 +20,11 @@ from vpbench.spec import VideoSpec
 
 @dataclass
 class ConvLSTMConfig(RecurrentConfig):
-    num_layers: int = 4
-    num_hidden: int = 128
-    filter_size: int = 5
-    layer_norm: bool = False
-    forget_bias: float = 1.0
+    num_layers: int = setting(4, "stacked ConvLSTM cells", COUNT)
+    num_hidden: int = setting(128, "hidden channels of every cell", COUNT)
+    filter_size: int = setting(5, "gate convolution kernel", ODD)
+    layer_norm: bool = setting(False, "LayerNorm after each gate convolution")
+    forget_bias: float = setting(1.0, "added to the forget gate before its sigmoid")
 
 
 class ConvLSTMCell(nn.Module):

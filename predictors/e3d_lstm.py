@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import tiny_preset
+from vpbench.config import COUNT, NON_NEGATIVE, ODD, setting, tiny_preset
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -41,11 +41,11 @@ WINDOW = 2  # frames per step (window length 2, stride 1)
 
 @dataclass
 class E3DLSTMConfig(RecurrentConfig):
-    num_layers: int = 4
-    num_hidden: int = 128
-    filter_size: int = 5
-    layer_norm: bool = False
-    history_window: int = 0  # past cell states attended to; 0 = all of them (the references)
+    num_layers: int = setting(4, "stacked E3D-LSTM cells", COUNT)
+    num_hidden: int = setting(128, "hidden channels of every cell", COUNT)
+    filter_size: int = setting(5, "gate convolution kernel", ODD)
+    layer_norm: bool = setting(False, "LayerNorm after each gate convolution")
+    history_window: int = setting(0, "past cell states attended to; 0 = all of them (the references)", NON_NEGATIVE)
     l1_weight: float = 1.0  # the reference's loss: MSE + L1
 
 

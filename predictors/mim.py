@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vpbench.errors import UserError
+from vpbench.config import at_least, setting
 from vpbench.recurrent import RecurrentPredictor, gate_conv
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -30,7 +30,7 @@ from .predrnn import PAPER_PRESETS, PredRNNConfig, SpatioTemporalLSTMCell
 
 @dataclass
 class MIMConfig(PredRNNConfig):
-    pass
+    num_layers: int = setting(4, "an ST-LSTM cell, then num_layers - 1 MIM blocks", at_least(2))
 
 
 class MemoryCell(nn.Module):
@@ -97,8 +97,6 @@ class MIM(RecurrentPredictor):
 
     def __init__(self, spec: VideoSpec, config: MIMConfig) -> None:
         super().__init__(spec, config)
-        if config.num_layers < 2:
-            raise UserError("mim needs num_layers >= 2: MIM blocks start at the second layer")
         hidden, args = config.num_hidden, (config.filter_size, self.grid, config.layer_norm)
         self.stlstm = SpatioTemporalLSTMCell(self.patch_channels, hidden, *args)
         self.blocks = nn.ModuleList(MIMBlock(hidden, hidden, *args) for _ in range(config.num_layers - 1))

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vpbench.config import ODD, Rule, at_least, setting
 from vpbench.errors import UserError
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -46,7 +47,10 @@ from .predrnn import PAPER_PRESETS, PredRNN, PredRNNConfig
 
 @dataclass
 class MotionRNNConfig(PredRNNConfig):
-    neighbour: int = 3  # the warp's k x k neighbourhood; the motion has 2 k^2 channels
+    num_layers: int = setting(4, "stacked ST-LSTM cells (MotionGRUs sit between them)", at_least(2))
+    num_hidden: int = setting(128, "hidden channels of every cell (the MotionGRU runs at a quarter of them)",
+                              Rule("a multiple of 4, >= 4", lambda v: v >= 4 and v % 4 == 0))
+    neighbour: int = setting(3, "the warp's k x k neighbourhood; the motion has 2 k^2 channels", ODD)
 
 
 def _axis_taps(position: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -147,11 +151,9 @@ class MotionRNN(PredRNN):
     def __init__(self, spec: VideoSpec, config: MotionRNNConfig) -> None:
         super().__init__(spec, config)
         hidden, k = config.num_hidden, config.filter_size
-        if config.num_layers < 2:
-            raise UserError("motionrnn needs num_layers >= 2: MotionGRUs sit between layers")
-        if hidden % 4 or self.grid[0] % 2 or self.grid[1] % 2:
-            raise UserError(f"motionrnn: num_hidden ({hidden}) must be a multiple of 4 and the patch grid "
-                            f"{self.grid[0]}x{self.grid[1]} even (the MotionGRU runs at h/4 channels, half size)")
+        if self.grid[0] % 2 or self.grid[1] % 2:
+            raise UserError(f"motionrnn: the patch grid {self.grid[0]}x{self.grid[1]} must be even (the MotionGRU "
+                            "runs at half size)")
         between = range(config.num_layers - 1)
         self.enc_list = nn.ModuleList(nn.Conv2d(hidden, hidden // 4, k, stride=2, padding=k // 2) for _ in between)
         self.motion_list = nn.ModuleList(MotionGRU(hidden // 4, config.neighbour) for _ in between)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import tiny_preset
+from vpbench.config import COUNT, ODD, setting, tiny_preset
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -20,10 +20,10 @@ from vpbench.spec import VideoSpec
 
 @dataclass
 class PredRNNConfig(RecurrentConfig):
-    num_layers: int = 4
-    num_hidden: int = 128
-    filter_size: int = 5
-    layer_norm: bool = False
+    num_layers: int = setting(4, "stacked ST-LSTM cells", COUNT)
+    num_hidden: int = setting(128, "hidden channels of every cell", COUNT)
+    filter_size: int = setting(5, "gate convolution kernel", ODD)
+    layer_norm: bool = setting(False, "LayerNorm after each gate convolution")
 
 
 class SpatioTemporalLSTMCell(nn.Module):

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import tiny_preset
-from vpbench.errors import UserError
+from vpbench.config import COUNT, ODD, at_least, setting, tiny_preset
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv, summed_gate_convs
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -28,10 +27,11 @@ from .predrnn import PAPER_PRESETS
 
 @dataclass
 class PredRNNPPConfig(RecurrentConfig):
-    num_layers: int = 4
-    num_hidden: int = 128
-    filter_size: int = 5
-    layer_norm: bool = False
+    num_layers: int = setting(4, "stacked Causal LSTM cells (the gradient highway sits between the first two)",
+                              at_least(2))
+    num_hidden: int = setting(128, "hidden channels of every cell", COUNT)
+    filter_size: int = setting(5, "gate convolution kernel", ODD)
+    layer_norm: bool = setting(False, "LayerNorm after each gate convolution")
 
 
 class CausalLSTMCell(nn.Module):
@@ -100,8 +100,6 @@ class PredRNNPP(RecurrentPredictor):
 
     def __init__(self, spec: VideoSpec, config: PredRNNPPConfig) -> None:
         super().__init__(spec, config)
-        if config.num_layers < 2:
-            raise UserError("predrnn-pp needs num_layers >= 2: the gradient highway sits between layers 1 and 2")
         widths = [self.patch_channels] + [config.num_hidden] * config.num_layers
         self.gradient_highway = GradientHighwayUnit(config.num_hidden, config.filter_size, self.grid, config.layer_norm)
         self.cell_list = nn.ModuleList(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import iterations
+from vpbench.config import NON_NEGATIVE, iterations, setting
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
 
@@ -25,8 +25,8 @@ from .predrnn import PAPER_PRESETS, PredRNN, PredRNNConfig
 
 @dataclass
 class PredRNNV2Config(PredRNNConfig):
-    decouple_beta: float = 0.1
-    reverse_scheduled_sampling: bool = True
+    decouple_beta: float = setting(0.1, "weight of the memory decoupling loss", NON_NEGATIVE)
+    reverse_scheduled_sampling: bool = setting(True, "reverse scheduled sampling on the context frames (PredRNN-V2)")
     r_sampling_step_1: int = iterations(25_000)
     r_sampling_step_2: int = iterations(50_000)
     r_exp_alpha: int = iterations(5_000)

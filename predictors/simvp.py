@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import TrainConfig, tiny_preset
+from vpbench.config import COUNT, EVEN, ODD, POSITIVE, TrainConfig, at_least, between, setting, tiny_preset
 from vpbench.errors import UserError
 from vpbench.predictor import Predictor
 from vpbench.registry import register_predictor
@@ -35,16 +35,16 @@ from vpbench.spec import VideoSpec
 @dataclass
 class SimVPConfig(TrainConfig):
     # OpenSTL's names, so that its config files read across.
-    hid_S: int = 64
-    hid_T: int = 512
-    N_S: int = 4
-    N_T: int = 8
-    spatio_kernel_enc: int = 3
-    spatio_kernel_dec: int = 3
-    translator: Literal["incepu", "gsta"] = "incepu"
-    mlp_ratio: float = 8.0  # gsta
-    drop: float = 0.0  # gsta
-    drop_path: float = 0.0  # gsta
+    hid_S: int = setting(64, "spatial encoder channels", COUNT)
+    hid_T: int = setting(512, "translator channels", COUNT)
+    N_S: int = setting(4, "spatial encoder / decoder blocks (every second one halves the frame)", EVEN)
+    N_T: int = setting(8, "translator blocks", at_least(2))
+    spatio_kernel_enc: int = setting(3, "encoder kernel", ODD)
+    spatio_kernel_dec: int = setting(3, "decoder kernel", ODD)
+    translator: Literal["incepu", "gsta"] = setting("incepu", "incepu (SimVP v1) or gsta (SimVP v2)")
+    mlp_ratio: float = setting(8.0, "gsta: MLP expansion ratio", POSITIVE)
+    drop: float = setting(0.0, "gsta: dropout rate", between(0, 1, high_open=True))
+    drop_path: float = setting(0.0, "gsta: stochastic depth rate", between(0, 1, high_open=True))
 
 
 class ConvSC(nn.Module):
@@ -89,8 +89,6 @@ class InceptionTranslator(nn.Module):
 
     def __init__(self, channels: int, hidden: int, blocks: int) -> None:
         super().__init__()
-        if blocks < 2:
-            raise UserError(f"simvp: the Inception translator needs N_T >= 2, got {blocks}")
         half = hidden // 2
         self.enc = nn.ModuleList(InceptionBlock(channels if i == 0 else hidden, half, hidden) for i in range(blocks))
         self.dec = nn.ModuleList(
@@ -179,8 +177,6 @@ class GSTATranslator(nn.Sequential):
     from 0.01 to `drop_path` (the last block gets `drop_path`), as OpenSTL's `MidMetaNet`."""
 
     def __init__(self, channels: int, hidden: int, blocks: int, mlp_ratio: float, drop: float, drop_path: float) -> None:
-        if blocks < 2:
-            raise UserError(f"simvp: the gSTA translator needs N_T >= 2, got {blocks}")
         rates = torch.linspace(1e-2, drop_path, blocks).tolist()
         rates[-1] = drop_path
         widths = [channels] + [hidden] * (blocks - 1) + [channels]
@@ -213,9 +209,6 @@ class SimVP(Predictor):
 
     def __init__(self, spec: VideoSpec, config: SimVPConfig) -> None:
         super().__init__(spec, config)
-        if config.N_S < 2 or config.N_S % 2:
-            raise UserError(f"simvp: N_S must be an even number >= 2 (every second block halves the frame), "
-                            f"got {config.N_S}")
         scale = 2 ** (config.N_S // 2)
         if spec.height % scale or spec.width % scale:
             raise UserError(f"simvp: N_S={config.N_S} halves the frame {config.N_S // 2} times; "

@@ -29,7 +29,6 @@ Table I lists 0.010 / 0.0010 for UCF Sports and Human3.6M in two columns whose h
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
@@ -38,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import iterations, tiny_preset
+from vpbench.config import COUNT, NON_NEGATIVE, ODD, POSITIVE, POWER_OF_TWO, iterations, setting, tiny_preset
 from vpbench.errors import UserError
 from vpbench.predictor import Trainer
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, patchify, unpatchify
@@ -60,17 +59,18 @@ class StipConfig(RecurrentConfig):
     loss (with both 0 there is no discriminator and training is plain MSE).
     """
 
-    num_layers: int = 16
-    num_hidden: int = 64
-    filter_size: int = 5
-    sr_size: int = 16  # total downsampling of the encoders: the STGRU grid is (H/p/sr_size, W/p/sr_size)
-    alpha: float = 0.1  # weight of the recalled encoder levels
-    sted: bool = True
-    mgir: bool = True
-    lp_weight: float = 0.01
-    adv_weight: float = 0.001
-    d_hidden: int = 64
-    d_lr: float = 5e-4
+    num_layers: int = setting(16, "stacked ST-GRU cells", COUNT)
+    num_hidden: int = setting(64, "hidden channels of every cell", COUNT)
+    filter_size: int = setting(5, "gate convolution kernel", ODD)
+    sr_size: int = setting(16, "total downsampling of the encoders: the STGRU grid is (H/p/sr_size, W/p/sr_size)",
+                           POWER_OF_TWO)
+    alpha: float = setting(0.1, "weight of the recalled encoder levels", NON_NEGATIVE)
+    sted: bool = setting(True, "separate temporal and spatial encoders (MGST-AE); false: one shared encoder")
+    mgir: bool = setting(True, "multi-grained information recall skips")
+    lp_weight: float = setting(0.01, "weight of the learned perceptual (LP) loss; 0: off", NON_NEGATIVE)
+    adv_weight: float = setting(0.001, "weight of the adversarial loss; 0: off", NON_NEGATIVE)
+    d_hidden: int = setting(64, "discriminator channels", COUNT)
+    d_lr: float = setting(5e-4, "discriminator learning rate", POSITIVE)
     # The colour order the weights expect. "bgr" for the official checkpoints, trained on frames read with
     # OpenCV: the model then reverses the colour axis of its input and of its output, so it still takes
     # and returns RGB like every vpbench predictor. Only for 3-channel data.
@@ -191,9 +191,7 @@ class STIP(RecurrentPredictor):
         """Checks sr_size and the colour order; sets the padded frame size, the patch grid and the latent grid
         (STRPM shares them); returns the encoders' number of halvings, log2(sr_size)."""
         spec, config, name = self.spec, self.config, self.registry_name
-        levels = int(math.log2(config.sr_size)) if config.sr_size >= 1 else -1
-        if levels < 0 or 2 ** levels != config.sr_size:
-            raise UserError(f"{name}: sr_size must be a power of two, got {config.sr_size}")
+        levels = config.sr_size.bit_length() - 1  # a power of two (its rule)
         if config.channel_order == "bgr" and spec.channels != 3:
             raise UserError(f"{name}: channel_order=bgr needs 3-channel frames, these have {spec.channels}")
         unit = config.patch_size * config.sr_size

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import tiny_preset
+from vpbench.config import COUNT, setting, tiny_preset
 from vpbench.errors import UserError
 from vpbench.recurrent import RecurrentPredictor
 from vpbench.registry import register_predictor
@@ -57,9 +57,9 @@ class StrpmConfig(StipConfig):
     model. STIP's MGST-AE switches `alpha`, `sted` and `mgir` have no counterpart here and must stay unset."""
 
     num_hidden: int = 128
-    tau: int = 5  # cell states (and memories) each RPM cell attends to
+    tau: int = setting(5, "cell states (and memories) each RPM cell attends to", COUNT)
     sr_size: int = 4
-    reference_memory: bool = False  # the reference code's memory windows and residual (see the module doc)
+    reference_memory: bool = setting(False, "the reference code's memory windows and residual (see the module doc)")
     patch_size: int = 8
     lr: float = 5e-4
     d_lr: float = 5e-5
@@ -151,8 +151,6 @@ class STRPM(STIP):
                      and getattr(config, f.name) != f.default]
         if stip_only:
             raise UserError(f"strpm: {', '.join(stip_only)} are STIP's MGST-AE switches; STRPM has no such parts")
-        if config.tau < 1:
-            raise UserError(f"strpm: tau must be at least 1, got {config.tau}")
         levels = self._model_space_geometry()
         h, f = config.num_hidden, self.patch_channels
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import tiny_preset
+from vpbench.config import COUNT, setting, tiny_preset
 from vpbench.registry import register_predictor
 
 from ._encoder_forecaster import (EncoderForecaster, EncoderForecasterConfig, GRUCell, TINY_CODEC,
@@ -26,8 +26,8 @@ from ._encoder_forecaster import (EncoderForecaster, EncoderForecasterConfig, GR
 
 @dataclass
 class TrajGRUConfig(EncoderForecasterConfig):
-    links: tuple[int, ...] = (13, 13, 13)  # L, flow fields per block
-    flow_filters: int = 32
+    links: tuple[int, ...] = setting((13, 13, 13), "L, flow fields per block", COUNT)
+    flow_filters: int = setting(32, "channels of the flow generator", COUNT)
 
 
 def warp(state: Tensor, flows: Tensor) -> Tensor:

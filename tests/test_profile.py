@@ -44,7 +44,7 @@ def test_protocol_without_data_is_what_the_built_dataset_uses():
     assert cls.presets_for(built.protocol) == built.presets()
     with pytest.raises(UserError, match="no protocol"):
         cls.protocol_without_data("1to99")
-    with pytest.raises(UserError, match="must be positive"):
+    with pytest.raises(UserError, match="width=0 must be >= 1"):
         cls.protocol_without_data(width=0)
 
 
@@ -74,7 +74,7 @@ def test_profile_of_sjtu4k_without_data_takes_the_size_and_lengths_set(bench, no
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "sjtu4q"], "did you mean sjtu4k"),
     (["--dataset", "kth", "--protocol", "1to99"], "no protocol '1to99'"),
-    (["--dataset", "kth", "--set", "data.height=0"], "must be positive"),
+    (["--dataset", "kth", "--set", "data.height=0"], "height=0 must be >= 1"),
 ])
 def test_bad_profile_input_gives_one_error_line_and_exit_code_2(bench, no_data, tmp_path, args, message):
     proc = bench("profile", "--models", "copy-last", *args, cwd=tmp_path / "work", env=no_data, check=False)

@@ -69,5 +69,5 @@ def test_simvp_rolls_out_in_chunks_of_the_context_length():
         third = model.predict_chunk(second)
         assert torch.allclose(out, torch.cat([first, second, third[:, :5]], 1), atol=1e-6)
         assert torch.allclose(model(context, 4), first[:, :4], atol=1e-6)
-    with pytest.raises(UserError, match="N_S must be an even"):
+    with pytest.raises(UserError, match="N_S=3 must be an even number"):
         create_predictor("simvp", MMNIST, N_S=3)
