@@ -81,15 +81,20 @@ def _overrides(set_: Optional[List[str]], config: Optional[Path], context: Optio
 def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_: Optional[List[str]],
              config: Optional[Path], plugin: Optional[List[Path]], context: Optional[int], horizon: Optional[int],
              precision: Precision, **settings: object) -> list[dict]:
+    from .registry import DATASETS
+
+    _load_plugins(plugin)
+    names = _split_names(models)
+    PREDICTORS.refuse_unknown(names)  # before torch is imported: a mistyped name answers at once
+    DATASETS.refuse_unknown([dataset])
+    overrides = _overrides(set_, config, context, horizon)
+
     from .cpu import set_threads
     from .distributed import from_environment
     from .runner import RunSettings, run_models  # torch import deferred: `bench list --help` stays fast
 
     console.quiet = not from_environment().is_main  # other ranks print errors only (see main)
     set_threads()
-    _load_plugins(plugin)
-    names = _split_names(models)
-    overrides = _overrides(set_, config, context, horizon)
     run_settings = RunSettings(precision=precision.value, **settings,  # type: ignore[arg-type]
                                progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1")
     return run_models(names, dataset, protocol, overrides, run_settings, mode)  # type: ignore[arg-type]
@@ -272,19 +277,30 @@ app.add_typer(_data_app, name="data")
 
 
 def main() -> None:
+    from .faults import debugging, plugin_fault, print_traceback, take_debug_flag
+
+    args = take_debug_flag(sys.argv[1:])
     try:
         from .cpu import keep_freed_memory_for_reuse
 
         keep_freed_memory_for_reuse()  # torch threads are set by the commands that compute, after option parsing
-        app()  # standalone: typer reports usage errors itself with exit code 2
+        app(args=args)  # standalone: typer reports usage errors itself with exit code 2
     except UserError as exc:
+        if debugging():
+            print_traceback(exc)
         _print_error(str(exc), exc)
         sys.exit(2)
     except Exception as exc:
-        if int(os.environ.get("WORLD_SIZE") or 1) <= 1:
-            raise  # one process: the traceback, as always
-        # several: one line per process, naming it, instead of N interleaved tracebacks
-        _print_error(f"rank {os.environ.get('RANK')}: {type(exc).__name__}: {exc}".splitlines()[0], exc)
+        # A plugin's own failure is the user's code: one line naming it (exit 2, as for bad input).
+        fault = plugin_fault(exc)
+        several = int(os.environ.get("WORLD_SIZE") or 1) > 1
+        if debugging() or (fault is None and not several):
+            print_traceback(exc)  # a vpbench bug: the traceback, to report
+        if fault is not None:
+            _print_error(fault + ("" if debugging() else " (--debug shows the traceback)"), exc)
+            sys.exit(2)
+        if several:  # one line per process, naming it, instead of N interleaved tracebacks
+            _print_error(f"rank {os.environ.get('RANK')}: {type(exc).__name__}: {exc}".splitlines()[0], exc)
         sys.exit(1)
 
 

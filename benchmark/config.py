@@ -332,9 +332,13 @@ def load_config_file(path: str | Path, predictor_names: set[str]) -> Overrides:
     """YAML: top-level keys for every predictor, `<predictor>:` mappings for one, `data:` for the dataset."""
     path = Path(path)
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"--config {path} is a directory; give a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if content is None:

@@ -12,7 +12,7 @@ from .metrics.accumulate import MetricSums
 from .metrics.base import Metric
 from .metrics.frame import FrameMetric
 from .precision import Precision, autocast, synchronize
-from .predictor import Predictor
+from .predictor import Predictor, check_prediction
 from .sharding import shard_bounds
 
 
@@ -73,8 +73,11 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
         with autocast(device, precision):
             if model.stochastic:
                 prediction = model(context, spec.future, samples=n, generator=generator)
+                check_prediction(model, prediction, context, spec.future, n)
             else:
-                prediction = model(context, spec.future).unsqueeze(1)
+                prediction = model(context, spec.future)
+                check_prediction(model, prediction, context, spec.future)
+                prediction = prediction.unsqueeze(1)
         synchronize(device)
         forward_seconds += time.perf_counter() - tic
         prediction = prediction.float().clamp(0, 1)  # [B, N, T, C, H, W]

@@ -59,7 +59,9 @@ class Predictor(nn.Module):
         """Loss on one batch of clips [B, T, C, H, W]. Default: MSE of the open-loop prediction."""
         context = clip[:, : self.spec.context]
         target = clip[:, self.spec.context:]
-        return F.mse_loss(self(context, target.shape[1]), target)
+        prediction = self(context, target.shape[1])
+        check_prediction(self, prediction, context, target.shape[1])
+        return F.mse_loss(prediction, target)
 
     def training_step(self, clip: Tensor, trainer: Trainer) -> dict[str, Tensor]:
         """One optimisation step. Adversarial predictors override this and step several optimizers;
@@ -103,6 +105,21 @@ class StochasticPredictor(Predictor):
     def forward(self, context: Tensor, future: int, samples: int | None = None,
                 generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def check_prediction(model: Predictor, prediction: object, context: Tensor, future: int,
+                     samples: int | None = None) -> None:
+    """A forward's output is a float tensor [B, future, C, H, W] ([B, samples, future, C, H, W] when samples
+    were asked for); else one line with the expected and the actual shape, before any metric sees it."""
+    batch, _, *frame = context.shape
+    expected = (batch, future, *frame) if samples is None else (batch, samples, future, *frame)
+    if isinstance(prediction, Tensor) and tuple(prediction.shape) == expected and prediction.is_floating_point():
+        return
+    got = (f"{tuple(prediction.shape)} {prediction.dtype}" if isinstance(prediction, Tensor)
+           else type(prediction).__name__)
+    asked = "" if samples is None else f", samples={samples}"
+    raise UserError(f"predictor {model.registry_name!r}: forward(context {tuple(context.shape)}, {future}{asked}) "
+                    f"returned {got}; expected a float tensor of shape {expected}")
 
 
 @dataclass(frozen=True)

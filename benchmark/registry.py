@@ -111,9 +111,43 @@ class Registry(Generic[T]):
         name = self._aliases.get(name, name)
         if name in self._classes:
             return self._classes[name]
-        close = difflib.get_close_matches(name, list(self._classes) + list(self._aliases), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(self.names())}"
-        raise UserError(f"unknown {self.kind} {name!r}{hint}")
+        raise self._unknown(name, self.names(), list(self._aliases))
+
+    def _unknown(self, name: str, names: Iterable[str], aliases: Iterable[str]) -> UserError:
+        names = sorted(names)
+        close = difflib.get_close_matches(name, names + list(aliases), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
+        return UserError(f"unknown {self.kind} {name!r}{hint}")
+
+    def refuse_unknown(self, names: Iterable[str]) -> None:
+        """Fail on a name that no class registers, without importing the built-ins (and with them torch): an
+        unknown name answers at once. Their names are read from their sources; when installed packages offer
+        entry points, which only an import names, the check is left to `get`."""
+        if self._discovered or any(True for _ in entry_points(group=self.entry_point_group)):
+            for name in names:
+                self.get(name)
+            return
+        builtin = _declared_names(self.builtin_package)
+        known = set(self._classes) | {name for name, _ in builtin}
+        aliases = set(self._aliases) | {alias for _, some in builtin for alias in some}
+        for name in names:
+            if name not in known | aliases:
+                raise self._unknown(name, known, aliases)
+
+
+_DECORATOR = re.compile(r"@register_\w+\(\s*[\"']([^\"']+)[\"'](?:\s*,\s*aliases=\(([^)]*)\))?")
+
+
+def _declared_names(package: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, aliases) of each `@register_...("name", aliases=(...))` in the built-in modules' sources."""
+    module = importlib.import_module(package)  # the package itself holds only BUILTIN_MODULES
+    folder = Path(next(iter(module.__path__)))
+    found = []
+    for name in getattr(module, "BUILTIN_MODULES", ()):
+        for match in _DECORATOR.finditer((folder / f"{name}.py").read_text(encoding="utf-8")):
+            aliases = tuple(a.strip().strip("\"'") for a in (match.group(2) or "").split(",") if a.strip())
+            found.append((match.group(1), aliases))
+    return found
 
 
 def load_plugin(path: str | Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, Subset
 
-from . import __version__, distributed
+from . import __version__, distributed, memory
 from .config import Overrides, config_to_dict, identity_dict
 from .acceleration import Execution, prepare_execution, resolve_precision
 from .costs import measure_costs
@@ -25,9 +25,10 @@ from .metrics.suite import MetricSuite
 from .predictor import Predictor, ResolvedConfig, resolve_config
 from .progress import console
 from .registry import DATASETS, PREDICTORS
-from .result import (Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result, Summary,
+from .result import (Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result, ResultError, Summary,
                      TrainRecord, Versions)
-from .store import RunDir
+from .spec import VideoSpec
+from .store import RunDir, load_checkpoint
 from .precision import Precision
 from .training import load_weights, train
 
@@ -126,8 +127,10 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
     check_shared_keys(classes, overrides)
     if settings.preset is not None and not any(settings.preset in c.presets for c in classes):
         raise UserError(f"no predictor of this run has a preset {settings.preset!r}")
-    if settings.checkpoint is not None and not settings.checkpoint.is_file():
-        raise UserError(f"checkpoint file not found: {settings.checkpoint}")
+    if settings.checkpoint is not None:
+        if not settings.checkpoint.is_file():
+            raise UserError(f"checkpoint file not found: {settings.checkpoint}")
+        load_checkpoint(settings.checkpoint)  # a file that does not load fails now, before any run is touched
     device = resolve_device(settings.device)
     world = distributed.init_from_environment(device)
     # auto's timing probe could choose differently on two ranks: rank 0 chooses for all
@@ -137,21 +140,70 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
         console.print(note)
     settings = dataclasses.replace(settings, precision=precision, workers=resolve_workers(settings.workers, device),
                                    progress=settings.progress and world.is_main)
+    # Every value of every predictor is checked, and every model's construction and memory, before any work:
+    # the last predictor's bad setting must not surface after the first one has trained for hours.
+    configs = [resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
+                              preset=settings.preset if settings.preset in cls.presets else None, quick=settings.quick)
+               for cls in classes]
+    for resolved in configs:
+        _check_before_building(resolved, dataset.spec, settings, device, mode)
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
     metric_suite = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
-    results = [_run_one(cls, dataset, overrides, settings, device, mode, metric_suite) for cls in classes]
+    results = [_run_one(resolved, dataset, settings, device, mode, metric_suite) for resolved in configs]
     return [{} if result is None else result.to_dict() for result in results]
 
 
-def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, settings: RunSettings,
-             device: torch.device, mode: Mode, metric_suite: MetricSuite | None = None) -> Result | None:
+def _will_train(cls: type[Predictor], settings: RunSettings, mode: Mode) -> bool:
+    return cls.trainable and settings.checkpoint is None and mode in ("run", "train")
+
+
+def _memory_need(resolved: ResolvedConfig, spec: VideoSpec, parameters: int, settings: RunSettings, mode: Mode,
+                 activations: int | None = None) -> memory.MemoryNeed:
+    config = resolved.config
+    world = distributed.current().world_size
+    samples = (settings.samples or config.eval_samples) if resolved.predictor.stochastic else 1
+    return memory.estimate(spec, parameters, batch_size=-(-getattr(config, "batch_size", 1) // world),
+                           eval_batch_size=config.eval_batch_size, samples=samples,
+                           training=_will_train(resolved.predictor, settings, mode), activations_per_clip=activations)
+
+
+def _check_before_building(resolved: ResolvedConfig, spec: VideoSpec, settings: RunSettings, device: torch.device,
+                           mode: Mode) -> None:
+    """The model's own checks (patch size against the frame, ...) on the meta device, which allocates nothing;
+    then the memory the run needs: clips and weights first, then with the activations of a dry forward on small
+    frames (training only). A constructor that cannot run on meta is checked when it is built."""
+    try:
+        with torch.device("meta"):
+            model = resolved.build(spec)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - e.g. .tolist() of a meta tensor; the real build reports real errors
+        return
+    parameters = sum(p.numel() for p in model.parameters())
+    name, batch = resolved.predictor.registry_name, resolved.config.batch_size
+    memory.check_fits(_memory_need(resolved, spec, parameters, settings, mode), spec, name, device, batch_size=batch)
+    if _will_train(resolved.predictor, settings, mode):
+        activations = memory.activations_per_clip(resolved, spec, device)
+        need = _memory_need(resolved, spec, parameters, settings, mode, activations)
+        memory.check_fits(need, spec, name, device, batch_size=batch)
+
+
+def _run_one(resolved: ResolvedConfig, dataset: VideoDataset, settings: RunSettings, device: torch.device,
+             mode: Mode, metric_suite: MetricSuite | None = None) -> Result | None:
     """One predictor: skip it if its result stands, else (resume) training, evaluate and record; None for train."""
-    resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
-                              preset=settings.preset if settings.preset in cls.presets else None,
-                              quick=settings.quick)
+    cls = resolved.predictor
     identity = run_identity(cls, dataset, resolved, settings)
     world = distributed.current()
     run = RunDir(settings.out, dataset.registry_name, cls.registry_name, identity.to_dict(), writes=world.is_main)
+    with run.lock(on_wait=console.print):
+        distributed.barrier(patient=True)  # the other ranks read the run once rank 0 holds it
+        return _run_locked(cls, dataset, run, identity, resolved, settings, device, mode, metric_suite)
+
+
+def _run_locked(cls: type[Predictor], dataset: VideoDataset, run: RunDir, identity: Identity,
+                resolved: ResolvedConfig, settings: RunSettings, device: torch.device, mode: Mode,
+                metric_suite: MetricSuite | None) -> Result | None:
+    world = distributed.current()
     kept = _result_to_keep(cls.registry_name, run, settings, mode)
     if kept is not None:
         return kept
@@ -199,6 +251,11 @@ def _result_to_keep(name: str, run: RunDir, settings: RunSettings, mode: Mode) -
         existing = run.read_result()
     except NewerSchemaError as exc:  # redoing it would overwrite a newer vpbench's result
         raise UserError(f"{exc}; --force redoes the run with this vpbench") from None
+    except ResultError as exc:
+        aside = run.set_aside_result()
+        console.print(f"[yellow]warning:[/yellow] {name}: {run.result_path} is not a readable result "
+                      f"({exc.reason}); moved to {aside.name}, evaluating again")
+        return None
     if existing is not None:
         console.print(f"[dim]{name}: result exists, skipped ({run.path}); --force redoes it[/dim]")
     return existing
@@ -216,7 +273,7 @@ def _build_model(dataset: VideoDataset, resolved: ResolvedConfig, settings: RunS
 def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: RunSettings, device: torch.device,
            mode: Mode) -> TrainRecord | None:
     """Train (or resume training) unless the predictor needs none or given weights are to be evaluated."""
-    if not model.trainable or settings.checkpoint is not None or mode not in ("run", "train"):
+    if not _will_train(type(model), settings, mode):
         return None
     summary = train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed, device=device,
                     precision=settings.precision, workers=settings.workers, show_progress=settings.progress)

@@ -1,33 +1,55 @@
 """Where runs live: runs/<dataset>/<predictor>/<run-id>/ with config, checkpoints, log and result.
 
 Every file that another process may read (result.json, checkpoints) is written to a temporary name
-and renamed into place, so a run killed at any moment leaves either the old file or the new one.
+and renamed into place, so a run killed at any moment leaves either the old file or the new one. A write
+that fails (disk full, read-only --out) removes its temporary file and stops with one line naming the path.
+A run directory is locked while a process works in it (`RunDir.lock`), so two commands never interleave
+their writes to one run.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
-from .result import NewerSchemaError, Result, ResultError
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None  # type: ignore[assignment]
+
+from .errors import UserError
+from .result import Result
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OS error while writing `path` (no space, read-only, not a directory) into one line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -49,8 +71,20 @@ def save_checkpoint_atomic(path: Path, obj: dict) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Checkpoints hold tensors, numbers and strings only, so they load with weights_only=True."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Checkpoints hold tensors, numbers and strings only, so they load with weights_only=True; a file that
+    does not (it would run code to unpickle), a truncated one or one that is no checkpoint at all is refused
+    with one line."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"checkpoint {path} holds objects other than tensors, numbers and strings; it is not loaded "
+                        f"(weights_only=True: unpickling it could run code): {str(exc).strip().splitlines()[-1]}") \
+            from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {path} is truncated or not a PyTorch checkpoint ({first})") from exc
+    except OSError as exc:
+        raise UserError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
 
 
 def run_id(identity: dict) -> str:
@@ -92,23 +126,59 @@ class RunDir:
     def prepare(self, force: bool) -> None:
         if not self.writes:
             return
-        if force and self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            if force and self.path.exists():
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.config_path, {"run_id": self.id, **self.identity})
 
+    @property
+    def lock_path(self) -> Path:
+        # beside the run directory, not in it: --force removes the directory while the lock is held
+        return self.path.parent / f".{self.id}.lock"
+
+    @contextlib.contextmanager
+    def lock(self, on_wait: Callable[[str], None]) -> Iterator[None]:
+        """Hold the run's lock: a second process on the same run waits here (told by `on_wait` who holds it)
+        until the first is done, then finds its result. The lock is the kernel's (flock), so it dies with its
+        process: a killed run leaves nothing to clean up. Processes that write nothing do not lock."""
+        if not self.writes or fcntl is None:
+            yield
+            return
+        with writing(self.lock_path):
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lock_path, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                on_wait(f"run {self.id} is in progress in process {holder} ({self.path}); waiting for it to end")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock
+
     def read_result(self) -> Result | None:
-        """The run's result; None when there is none, or when the file is not a readable result (with atomic
-        writes only a hand edit makes one): the evaluation is then redone. A result of a newer schema raises
-        NewerSchemaError: redoing it would overwrite a newer vpbench's result."""
+        """The run's result, None when there is none. A file that is not a readable result (with atomic writes
+        only a hand edit or a damaged disk makes one) raises ResultError; a result of a newer schema raises
+        NewerSchemaError."""
         if not self.result_path.is_file():
             return None
-        try:
-            return Result.read(self.result_path)
-        except NewerSchemaError:
-            raise
-        except ResultError:
-            return None
+        return Result.read(self.result_path)
+
+    def set_aside_result(self) -> Path:
+        """Rename an unreadable result.json out of the way (never deleted: it may be someone's only copy)."""
+        aside = self.result_path.with_name("result.json.unreadable")
+        if self.writes:
+            with writing(aside):
+                os.replace(self.result_path, aside)
+        return aside
 
     def write_result(self, result: Result) -> None:
         if self.writes:
@@ -122,5 +192,5 @@ class RunDir:
         if not self.writes:
             return
         # Appends of one short line are atomic enough for a log; the log is for people, not for resuming.
-        with open(self.log_path, "a") as fh:
+        with writing(self.log_path), open(self.log_path, "a") as fh:
             fh.write(json.dumps(event) + "\n")

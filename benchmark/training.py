@@ -36,7 +36,7 @@ CHECKPOINT_FORMAT = "vpbench-checkpoint-1"
 
 
 class TrainingDiverged(UserError):
-    pass
+    """A NaN or infinite loss: training stops (nothing is scored) and the checkpoints written before stay."""
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -105,8 +105,7 @@ class TrainContext:
 
     def backward(self, loss: Tensor) -> None:
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"training diverged at iteration {self.iteration}: loss is {loss.item()}; "
-                                   f"lower lr (now {self.cfg.lr}) or set grad_clip")
+            raise TrainingDiverged(f"training diverged at iteration {self.iteration + 1}: loss is {loss.item()}")
         if self.shard is not None:  # the summed gradients are then the global batch's (losses are batch means)
             loss = loss * self.shard.weight
         self.scaler.scale(loss).backward()
@@ -254,7 +253,10 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
     ctx = TrainContext(model, cfg, precision, device)
     start, best_score, best_mse, best_iteration, wall = 0, math.inf, math.nan, 0, 0.0
     if run.last_checkpoint.is_file():
-        state = load_checkpoint(run.last_checkpoint, device)
+        try:
+            state = load_checkpoint(run.last_checkpoint, device)
+        except UserError as exc:
+            raise UserError(f"{exc}; it is the run's resume point: --force restarts the run") from None
         model.load_state_dict(state["model"])
         ctx.load_state_dict(state["trainer"])
         _set_rng_state(state["rng"])
@@ -292,8 +294,13 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
         for iteration, clip in zip(range(start, cfg.max_iterations), loader):
             model.train()
             ctx.iteration = iteration
-            with ctx.autocast(), training_batch(ctx.shard):
-                losses = model.training_step(clip[:, :train_length].to(device, non_blocking=True), ctx)
+            try:
+                with ctx.autocast(), training_batch(ctx.shard):
+                    losses = model.training_step(clip[:, :train_length].to(device, non_blocking=True), ctx)
+            except TrainingDiverged as exc:
+                run.log({"event": "diverged", "iteration": iteration + 1, "message": str(exc)})
+                raise TrainingDiverged(f"{model.registry_name}: {exc}; nothing was scored. {kept(run)}; lower lr "
+                                       f"(now {cfg.lr}) or set grad_clip, then --force") from None
             done = iteration + 1
             logged = global_losses(losses, ctx.shard)
             bar.advance(**logged)
@@ -325,6 +332,14 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
                    else "validation MSE")
     return TrainSummary(cfg.max_iterations, best_iteration, best_mse, len(val_subset), round(wall, 3), start,
                         selected_on, best_score)
+
+
+def kept(run: RunDir) -> str:
+    """What a stopped training leaves to resume or inspect."""
+    if not run.last_checkpoint.is_file():
+        return "No checkpoint was written before"
+    state = load_checkpoint(run.last_checkpoint)
+    return f"The last checkpoint (iteration {state['iteration']}) is kept: {run.last_checkpoint}"
 
 
 def global_losses(losses: dict[str, Tensor], shard: BatchShard | None) -> dict[str, float]:
