@@ -3,7 +3,8 @@ raised), not shown as a traceback through the harness. `--debug` (or VPBENCH_DEB
 
 A plugin is any registered predictor or dataset whose class is not a built-in (a `--plugin` file or an entry
 point). The method is the outermost frame of the traceback that runs plugin code: a frame in the file that
-defines a plugin class, or a method called on a plugin instance (an inherited `forward` included).
+defines a plugin class, or a method called on a plugin instance (an inherited `forward` included), torch's
+own frames (`nn.Module.__call__`) left out.
 """
 from __future__ import annotations
 
@@ -65,7 +66,11 @@ def plugin_fault(exc: BaseException) -> str | None:
     if not plugins:
         return None
     by_file = {p.file: p for p in plugins if p.file}
+    torch = sys.modules.get("torch")
+    machinery = os.path.dirname(torch.__file__) if torch is not None and torch.__file__ else None
     for frame in _frames(exc.__traceback__):
+        if machinery and frame.f_code.co_filename.startswith(machinery):  # nn.Module.__call__ and the like
+            continue
         owner = frame.f_locals.get("self")
         plugin = next((p for p in plugins if owner is not None and isinstance(owner, p.cls)), None)
         if plugin is None:

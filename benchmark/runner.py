@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from rich.markup import escape
 from torch.utils.data import Dataset, Subset
 
 from . import __version__, distributed, memory
@@ -195,7 +196,7 @@ def _run_one(resolved: ResolvedConfig, dataset: VideoDataset, settings: RunSetti
     identity = run_identity(cls, dataset, resolved, settings)
     world = distributed.current()
     run = RunDir(settings.out, dataset.registry_name, cls.registry_name, identity.to_dict(), writes=world.is_main)
-    with run.lock(on_wait=console.print):
+    with run.lock(on_wait=lambda line: console.print(escape(line), highlight=False)):
         distributed.barrier(patient=True)  # the other ranks read the run once rank 0 holds it
         return _run_locked(cls, dataset, run, identity, resolved, settings, device, mode, metric_suite)
 

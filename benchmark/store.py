@@ -101,6 +101,9 @@ class RunDir:
         self.identity = identity
         self.id = run_id(identity)
         self.path = Path(root) / dataset / predictor / self.id
+        # apart from the runs, so that the run folders stay the only entries of a predictor's folder, and outside
+        # the run directory, which --force removes while the lock is held
+        self.lock_path = Path(root) / ".locks" / f"{self.id}.lock"
         self.writes = writes
 
     @property
@@ -131,11 +134,6 @@ class RunDir:
                 shutil.rmtree(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.config_path, {"run_id": self.id, **self.identity})
-
-    @property
-    def lock_path(self) -> Path:
-        # beside the run directory, not in it: --force removes the directory while the lock is held
-        return self.path.parent / f".{self.id}.lock"
 
     @contextlib.contextmanager
     def lock(self, on_wait: Callable[[str], None]) -> Iterator[None]:

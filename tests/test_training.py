@@ -17,6 +17,10 @@ from vpbench.store import load_checkpoint, write_json_atomic
 
 RESUMABLE = ["--models", "convlstm", "--dataset", "moving-digits", "--out", "R", *TINY,
              "--set", "max_iterations=160", "--set", "val_every=40", "--set", "checkpoint_every=5"]
+# A GAN (generator and discriminator optimizers, LP loss, scheduled sampling, delayed lr decay) at its tiny size.
+RESUMABLE_GAN = ["--models", "stip", "--preset", "tiny", "--dataset", "moving-digits", "--out", "R",
+                 "--set", "data.train_size=64", "--set", "data.val_size=8", "--set", "data.test_size=8",
+                 "--set", "max_iterations=40", "--set", "val_every=20", "--set", "checkpoint_every=2"]
 
 
 def events(run_dir, kind):
@@ -24,40 +28,48 @@ def events(run_dir, kind):
     return [e for e in map(json.loads, lines) if e["event"] == kind]
 
 
-def test_sigkill_during_training_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("args, total, kill_after", [(RESUMABLE, 160, 45), (RESUMABLE_GAN, 40, 10)],
+                         ids=["convlstm", "stip-gan"])
+def test_sigkill_during_training_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, args, total,
+                                                                                    kill_after):
+    name = args[1]
     env = {**os.environ, "VPBENCH_THREADS": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "vpbench", "run", *RESUMABLE], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "vpbench", "run", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    root = tmp_path / "R" / "moving-digits" / "convlstm"
+    root = tmp_path / "R" / "moving-digits" / name
     deadline = time.time() + HANG_GUARD_SECONDS
     killed_at = None
     while time.time() < deadline and proc.poll() is None:
         lasts = list(root.glob("*/checkpoints/last.pt"))
-        if lasts and load_checkpoint(lasts[0])["iteration"] >= 45:
+        if lasts and load_checkpoint(lasts[0])["iteration"] >= kill_after:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             killed_at = load_checkpoint(lasts[0])["iteration"]
             break
         time.sleep(0.2)
-    assert killed_at is not None and killed_at < 160, "training finished before it could be killed"
+    assert killed_at is not None and killed_at < total, "training finished before it could be killed"
     (run_dir,) = root.iterdir()
     assert not (run_dir / "result.json").exists()
 
-    run_bench("run", *RESUMABLE, cwd=tmp_path)
+    run_bench("run", *args, cwd=tmp_path)
     assert [e["iteration"] for e in events(run_dir, "resume")] == [killed_at]
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["train"]["iterations"] == 160 and result["train"]["resumed_from"] == killed_at
+    assert result["train"]["iterations"] == total and result["train"]["resumed_from"] == killed_at
 
-    # The same command uninterrupted in another directory ends with the same weights.
+    # The same command uninterrupted in another directory ends with the same weights and the same scores.
     clean = tmp_path / "clean"
     clean.mkdir()
-    run_bench("train", *RESUMABLE, cwd=clean)
-    (clean_run,) = (clean / "R" / "moving-digits" / "convlstm").iterdir()
+    run_bench("run", *args, cwd=clean)
+    (clean_run,) = (clean / "R" / "moving-digits" / name).iterdir()
     assert clean_run.name == run_dir.name  # same identity, same run id
     a = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(clean_run / "checkpoints" / "last.pt")["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    uninterrupted = json.loads((clean_run / "result.json").read_text())
+    assert result["train"]["best_iteration"] == uninterrupted["train"]["best_iteration"]
+    for metric, value in uninterrupted["eval"]["mean"].items():
+        assert result["eval"]["mean"][metric] == pytest.approx(value, rel=1e-6, abs=1e-6), metric
 
 
 def test_checkpoint_selected_on_validation_and_loadable_with_weights_only(tmp_path):
