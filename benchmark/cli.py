@@ -125,6 +125,9 @@ SamplesOpt = typer.Option(None, "--samples", min=1, help="Samples per sequence f
                           "eval_samples.")
 
 
+ConventionOpt = typer.Option(None, "--convention", help="Also score in these reference conventions, e.g. "
+                             "vpbench,cwvae: openstl, stip, cwvae (= htsrm); vpbench's own are always the main "
+                             "columns. Stored apart (eval.conventions) and printed as labelled columns.")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Evaluate these weights instead of training (run, eval).")
 LpipsWeightsOpt = typer.Option(None, "--lpips-weights", help="AlexNet state dict for LPIPS, used even if its checksum "
                                "is not torchvision's (recorded); default: VPBENCH_LPIPS_WEIGHTS, then TORCH_HOME's cache.")
@@ -148,7 +151,8 @@ def _register(mode: str) -> None:
                 precision: Precision = PrecisionOpt, compile_: bool = CompileOpt, workers: Optional[int] = WorkersOpt,
                 force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
-                yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt) -> None:
+                yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt,
+                convention: Optional[str] = ConventionOpt) -> None:
         if nproc > 1:
             from .launch import launch
 
@@ -159,7 +163,7 @@ def _register(mode: str) -> None:
                            quick=quick, device=device, seed=seed, out=out, workers=workers, force=force,
                            compile=compile_,
                            preset=preset, samples=samples, checkpoint=checkpoint, lpips_weights=lpips_weights,
-                           yolo_weights=yolo_weights)
+                           yolo_weights=yolo_weights, conventions=tuple(_split_names(convention or "")))
         from .distributed import current, shutdown
 
         main_rank = current().is_main
