@@ -210,6 +210,9 @@ class RSSMCell(nn.Module):
 # [unverified] counts of the CW-VAE releases, from the paper's dataset description, not counted here:
 MMNIST_TRAIN_CLIPS = 10_000  # moving_mnist_2digit/train-seq100: 10k videos of 100 frames
 MAZES_TRAIN_CLIPS = 9_000 * 3  # gqn_mazes/train: 9k videos of 300 frames, 3 chunks of 100 each
+# [unverified] KTH training clips, an estimate: persons 1-20 have 479 videos; the videos average about
+# 400-500 frames (2391 four-second sequences in 599 videos, with gaps), so floor(length / 100) gives ~4 each.
+KTH_TRAIN_CLIPS = 1_900
 REFERENCE_BATCH = 50
 
 
