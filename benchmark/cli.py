@@ -263,11 +263,27 @@ def check(names: Optional[List[str]] = typer.Argument(None, help="Predictors to 
 @app.command()
 def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs directory to read."),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report here as well."),
-           format: Format = typer.Option(Format.md, "--format")) -> None:
+           format: Format = typer.Option(Format.md, "--format"),
+           compare_paper: Optional[str] = typer.Option(None, "--compare-paper", help="Also print a paper's "
+                                                       "published numbers (stip, openstl, htsrm) beside our runs of "
+                                                       "the same dataset and protocol, marked comparable or not.")) -> None:
     """Tables from every result.json under --runs: one markdown table per dataset and protocol."""
     from vpbench.reports.tables import write_report
 
-    print(write_report(runs, out, format.value))
+    if compare_paper is None:
+        print(write_report(runs, out, format.value))
+        return
+    from vpbench.reports.papers import compare_paper as beside_paper, published_tables
+    from vpbench.reports.tables import load_results
+    from vpbench.store import write_text_atomic
+
+    if format is not Format.md:
+        raise UserError("--compare-paper prints markdown tables: use --format md")
+    published_tables(compare_paper)  # an unknown paper fails before any file is read
+    text = write_report(runs, out, "md") + "\n" + beside_paper(load_results(runs)[0], compare_paper)
+    if out is not None:
+        write_text_atomic(out, text)
+    print(text)
 
 
 from vpbench.datasets._commands import app as _data_app  # noqa: E402  (typer only: `bench --help` stays fast)
