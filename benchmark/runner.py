@@ -157,7 +157,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     identity = run_identity(cls, dataset, resolved, settings)
     world = distributed.current()
     run = RunDir(settings.out, dataset.registry_name, cls.registry_name, identity.to_dict(), writes=world.is_main)
-    kept = _result_to_keep(cls.registry_name, run, settings, mode)
+    kept = _result_to_keep(run, settings, mode)
     conventions = resolve_conventions(settings.conventions)
     if kept is not None:
         scored = list(kept.eval.conventions or {})
@@ -207,15 +207,14 @@ def run_identity(cls: type[Predictor], dataset: VideoDataset, resolved: Resolved
     return identity
 
 
-def _result_to_keep(name: str, run: RunDir, settings: RunSettings, mode: Mode) -> Result | None:
+def _result_to_keep(run: RunDir, settings: RunSettings, mode: Mode) -> Result | None:
     """The run's existing result, when it stands: not under --force, and never for `bench train`."""
     if settings.force or mode == "train":
         return None
     try:
-        existing = run.read_result()
+        return run.read_result()
     except NewerSchemaError as exc:  # redoing it would overwrite a newer vpbench's result
         raise UserError(f"{exc}; --force redoes the run with this vpbench") from None
-    return existing
 
 
 def _build_model(dataset: VideoDataset, resolved: ResolvedConfig, settings: RunSettings,
