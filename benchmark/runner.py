@@ -303,5 +303,8 @@ def _record(run: RunDir, identity: Identity, model: Predictor, trained: TrainRec
 def _print_summary(name: str, result: Result, path: Path) -> None:
     mean = result.eval.mean
     lpips = f"  LPIPS {mean['lpips']:.4f}" if "lpips" in mean else ""
-    console.print(f"{name}: PSNR {mean['psnr']:.2f}  SSIM {mean['ssim']:.4f}  MSE {mean['mse']:.3e}{lpips} "
+    # the reference conventions' figures, labelled: never to be read as ours
+    others = "".join(f"  ({c}: PSNR {block['mean']['psnr']:.2f}  SSIM {block['mean']['ssim']:.4f})"
+                     for c, block in (result.eval.conventions or {}).items())
+    console.print(f"{name}: PSNR {mean['psnr']:.2f}  SSIM {mean['ssim']:.4f}  MSE {mean['mse']:.3e}{lpips}{others} "
                   f"over {result.eval.sequences} test sequences -> {path}")
