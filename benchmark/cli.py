@@ -130,6 +130,9 @@ SamplesOpt = typer.Option(None, "--samples", min=1, help="Samples per sequence f
                           "eval_samples.")
 
 
+ConventionOpt = typer.Option(None, "--convention", help="Also score in these reference conventions, e.g. "
+                             "vpbench,cwvae: openstl, stip, cwvae (= htsrm); vpbench's own are always the main "
+                             "columns. Stored apart (eval.conventions) and printed as labelled columns.")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Evaluate these weights instead of training (run, eval).")
 LpipsWeightsOpt = typer.Option(None, "--lpips-weights", help="AlexNet state dict for LPIPS, used even if its checksum "
                                "is not torchvision's (recorded); default: VPBENCH_LPIPS_WEIGHTS, then TORCH_HOME's cache.")
@@ -153,7 +156,8 @@ def _register(mode: str) -> None:
                 precision: Precision = PrecisionOpt, compile_: bool = CompileOpt, workers: Optional[int] = WorkersOpt,
                 force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
-                yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt) -> None:
+                yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt,
+                convention: Optional[str] = ConventionOpt) -> None:
         if nproc > 1:
             from .launch import launch
 
@@ -164,7 +168,7 @@ def _register(mode: str) -> None:
                            quick=quick, device=device, seed=seed, out=out, workers=workers, force=force,
                            compile=compile_,
                            preset=preset, samples=samples, checkpoint=checkpoint, lpips_weights=lpips_weights,
-                           yolo_weights=yolo_weights)
+                           yolo_weights=yolo_weights, conventions=tuple(_split_names(convention or "")))
         from .distributed import current, shutdown
 
         main_rank = current().is_main
@@ -264,11 +268,27 @@ def check(names: Optional[List[str]] = typer.Argument(None, help="Predictors to 
 @app.command()
 def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs directory to read."),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report here as well."),
-           format: Format = typer.Option(Format.md, "--format")) -> None:
+           format: Format = typer.Option(Format.md, "--format"),
+           compare_paper: Optional[str] = typer.Option(None, "--compare-paper", help="Also print a paper's "
+                                                       "published numbers (stip, openstl, htsrm) beside our runs of "
+                                                       "the same dataset and protocol, marked comparable or not.")) -> None:
     """Tables from every result.json under --runs: one markdown table per dataset and protocol."""
     from vpbench.reports.tables import write_report
 
-    print(write_report(runs, out, format.value))
+    if compare_paper is None:
+        print(write_report(runs, out, format.value))
+        return
+    from vpbench.reports.papers import compare_paper as beside_paper, published_tables
+    from vpbench.reports.tables import load_results
+    from vpbench.store import write_text_atomic
+
+    if format is not Format.md:
+        raise UserError("--compare-paper prints markdown tables: use --format md")
+    published_tables(compare_paper)  # an unknown paper fails before any file is read
+    text = write_report(runs, out, "md") + "\n" + beside_paper(load_results(runs)[0], compare_paper)
+    if out is not None:
+        write_text_atomic(out, text)
+    print(text)
 
 
 from vpbench.datasets._commands import app as _data_app  # noqa: E402  (typer only: `bench --help` stays fast)

@@ -65,7 +65,8 @@ class VideoDataset:
     registry_name: ClassVar[str]
     Config: ClassVar[type] = DatasetConfig
     protocols: ClassVar[dict[str, Protocol]] = {}
-    # Predictor presets tried in order for this dataset; the first one a predictor defines is used.
+    # Predictor presets tried in order for this dataset, after `<name>-<protocol>`; the first one a predictor
+    # defines is used (default: the dataset's name).
     preset_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, protocol: str | None = None) -> None:
@@ -116,8 +117,9 @@ class VideoDataset:
 
     @classmethod
     def presets_for(cls, protocol: Protocol) -> tuple[str, ...]:
-        """Predictor preset keys for `protocol`, tried in order (see `preset_keys`)."""
-        return cls.preset_keys or (cls.registry_name,)
+        """Predictor preset keys for `protocol`, tried in order: `<name>-<protocol>` (a predictor's settings for
+        one protocol, e.g. kth-htsrm), then `preset_keys`."""
+        return (f"{cls.registry_name}-{protocol.name}", *(cls.preset_keys or (cls.registry_name,)))
 
     def split(self, name: Split) -> Dataset:
         """Clips of one split; train, val and test never share a sequence."""

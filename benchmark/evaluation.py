@@ -8,8 +8,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import distributed
-from .metrics.accumulate import MetricSums
+from .metrics.accumulate import MetricSums, Summary
 from .metrics.base import Metric
+from .metrics.conventions import Convention, ConventionMetric
 from .metrics.frame import FrameMetric
 from .precision import Precision, autocast, synchronize
 from .predictor import Predictor, check_prediction
@@ -39,10 +40,12 @@ def rank_share(split: Dataset, stochastic: bool) -> Dataset:
 @torch.no_grad()
 def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precision: Precision = "fp32",
              batch_size: int = 16, workers: int = 0, progress: object | None = None,
-             extra_metrics: Sequence[Metric] = (), samples: int = 1, seed: int = 0) -> dict:
+             extra_metrics: Sequence[Metric] = (), samples: int = 1, seed: int = 0,
+             conventions: Sequence[Convention] = ()) -> dict:
     """Score `model` on every clip of `split`: the first `context` frames are given, the rest predicted.
 
-    Predictions are clamped to [0, 1] before scoring (frames live there; the references clip too).
+    Predictions are clamped to [0, 1] before scoring (frames live there; OpenSTL and STIP clip too, while
+    CW-VAE and HTSRM score their decoders' tanh outputs unclipped, which their `conventions` reproduce).
     A stochastic predictor draws `samples` predictions per clip from a generator seeded with `seed`, so
     the same seed gives the same samples; per-step and mean values are then the mean over samples, and
     "best_of_samples" holds the best of N (per sequence and metric, the sample with the best
@@ -51,6 +54,8 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     MSE, MAE, PSNR and SSIM are always measured; `extra_metrics` (LPIPS, detection) see the same clamped
     predictions in the same pass, those with `every_sample` False only the first sample. Every metric's
     per-step and mean figures are returned together; any other block of a metric's (e.g. "detection") as it is.
+    Each of `conventions` (a reference's way of scoring, metrics/conventions.py) is scored in the same pass
+    and returned apart, under "conventions" -> name -> its own per-step, mean and best of N figures.
     """
     was_training = model.training
     model.eval()
@@ -59,6 +64,7 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     if n < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     sums = [MetricSums(metric, spec.future, device) for metric in (FrameMetric(), *extra_metrics)]
+    convention_sums = {c.name: MetricSums(ConventionMetric(c), spec.future, device) for c in conventions}
     generator = torch.Generator(device).manual_seed(seed) if model.stochastic else None
     # A private generator keeps validation from consuming the global RNG that training draws from.
     loader = DataLoader(rank_share(split, model.stochastic), batch_size=batch_size, shuffle=False,
@@ -80,15 +86,17 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
                 prediction = prediction.unsqueeze(1)
         synchronize(device)
         forward_seconds += time.perf_counter() - tic
-        prediction = prediction.float().clamp(0, 1)  # [B, N, T, C, H, W]
-        for metric_sums in sums:
-            metric_sums.add(prediction, target)
+        output = prediction.float()  # [B, N, T, C, H, W]
+        prediction = output.clamp(0, 1)
+        for metric_sums in (*sums, *convention_sums.values()):
+            metric_sums.add(prediction if metric_sums.metric.clipped else output, target)
         if progress is not None:
             progress.advance(clip.shape[0])
     model.train(was_training)
     if model.stochastic:
         distributed.barrier(patient=True)  # the other ranks wait here while rank 0 scores alone
     summaries = [metric_sums.summary() for metric_sums in sums]  # collective: every rank, in the same order
+    by_convention = {name: metric_sums.summary() for name, metric_sums in convention_sums.items()}
     result: dict[str, Any] = {"per_step": {}, "mean": {}, "sequences": summaries[0].sequences}
     if model.stochastic:
         result["samples"] = n
@@ -97,5 +105,15 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
         _merge(result, summary.figures)
         if model.stochastic and summary.best_of_samples is not None:
             _merge(result["best_of_samples"], summary.best_of_samples)
+    if conventions:
+        result["conventions"] = {c.name: _convention_figures(c, by_convention[c.name], model.stochastic)
+                                 for c in conventions}
     result["forward_seconds"] = forward_seconds
     return result
+
+
+def _convention_figures(convention: Convention, summary: Summary, stochastic: bool) -> dict[str, Any]:
+    figures: dict[str, Any] = {"settings": convention.settings(), **summary.figures}
+    if stochastic and summary.best_of_samples is not None:
+        figures["best_of_samples"] = summary.best_of_samples
+    return figures

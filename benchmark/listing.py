@@ -38,4 +38,17 @@ def dataset_lines(verbose: bool = False) -> Iterator[str]:
             yield "    settings (--set data.KEY=VALUE):"
             yield from _settings(cls.Config)
             for p in cls.protocols.values():
-                yield f"    protocol {p.name}: {p.context} -> {p.future} frames, {p.channels}x{p.height}x{p.width}"
+                yield (f"    protocol {p.name}: context {p.context}, horizon {p.future} ({p.context} -> {p.future} "
+                       f"frames), {p.channels}x{p.height}x{p.width}; presets tried: {', '.join(cls.presets_for(p))}")
+                yield f"      presets picked: {picked_presets(cls.presets_for(p))}"
+
+
+def picked_presets(keys: tuple[str, ...]) -> str:
+    """Which preset each registered predictor takes from `keys` (the first it defines), grouped by preset:
+    "kth-htsrm: cwvae, htsrm; kth: convlstm, ...; defaults: copy-last"."""
+    groups: dict[str, list[str]] = {}
+    for name, cls in PREDICTORS.classes().items():
+        chosen = next((key for key in keys if key in cls.presets), None)
+        groups.setdefault(chosen or "defaults", []).append(name)
+    order = [key for key in keys if key in groups] + (["defaults"] if "defaults" in groups else [])
+    return "; ".join(f"{key}: {', '.join(groups[key])}" for key in order)

@@ -232,6 +232,9 @@ class Evaluation(_Record):
     samples: int | None = field(default=None, metadata=_OPTIONAL)
     best_of_samples: Summary | None = field(default=None, metadata=_OPTIONAL)
     sampling: str | None = field(default=None, metadata=_OPTIONAL)  # how the numbers were drawn, in words
+    # Reference conventions scored besides vpbench's (metrics/conventions.py): name -> {"settings", "per_step",
+    # "mean"[, "best_of_samples"]}, kept as written; `convention(name)` reads one as Summaries.
+    conventions: dict[str, dict[str, Any]] | None = field(default=None, metadata=_OPTIONAL)
     wall_seconds: float | None = None
     forward_seconds: float | None = field(default=None, metadata=_OPTIONAL)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -239,6 +242,16 @@ class Evaluation(_Record):
     @property
     def summary(self) -> Summary:
         return Summary(self.per_step, self.mean)
+
+    def convention(self, name: str, best_of_samples: bool = False) -> Summary | None:
+        """The figures scored in convention `name` (its best of N if asked and present), or None."""
+        block = (self.conventions or {}).get(name)
+        if block is None or (best_of_samples and "best_of_samples" not in block):
+            return None
+        where = f"eval.conventions.{name}."
+        if best_of_samples:
+            return Summary._read(_Object(block["best_of_samples"], where + "best_of_samples."))
+        return Summary._read(_Object(block, where))
 
     @classmethod
     def from_dict(cls, data: Any) -> Evaluation:
@@ -259,13 +272,26 @@ class Evaluation(_Record):
             not_measured={str(k): str(v) for k, v in not_measured.items()}, weights=weights,
             detection=block.object("detection"), samples=samples,
             best_of_samples=None if best is None else Summary._read(_Object(best, "eval.best_of_samples.")),
-            sampling=block.text("sampling"), wall_seconds=block.number("wall_seconds"),
+            sampling=block.text("sampling"), conventions=_conventions(block),
+            wall_seconds=block.number("wall_seconds"),
             forward_seconds=block.number("forward_seconds"), extra=block.extra(cls))
 
     def check(self, future: int) -> None:
         self.summary.check(future, self.not_measured, "eval.")
         if self.best_of_samples is not None:
             self.best_of_samples.check(future, self.not_measured, "eval.best_of_samples.")
+        for name in self.conventions or {}:
+            for best in (False, True):
+                summary = self.convention(name, best)
+                if summary is not None:
+                    summary.check(future, {}, f"eval.conventions.{name}." + ("best_of_samples." if best else ""))
+
+
+def _conventions(block: _Object) -> dict[str, dict[str, Any]] | None:
+    conventions = block.object("conventions")
+    if any(not isinstance(v, dict) for v in (conventions or {}).values()):
+        raise ResultError("eval.conventions must map each convention's name to an object")
+    return conventions
 
 
 @dataclass

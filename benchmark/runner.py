@@ -22,6 +22,7 @@ from .data import SPLITS, DataProblem, VideoDataset
 from .digest import sha256_file
 from .errors import UserError
 from .evaluation import evaluate
+from .metrics.conventions import CONVENTIONS, Convention, resolve_conventions
 from .metrics.suite import MetricSuite
 from .predictor import Predictor, ResolvedConfig, resolve_config
 from .progress import console
@@ -60,6 +61,9 @@ class RunSettings:
     lpips_weights: Path | None = None  # None: VPBENCH_LPIPS_WEIGHTS, else torchvision's cache under TORCH_HOME
     yolo_weights: str | None = None  # a file or an Ultralytics weights name; None: VPBENCH_YOLO_WEIGHTS, yolov5su.pt
     samples: int | None = None  # per sequence, for stochastic predictors; None: the predictor's `eval_samples`
+    # Reference metric conventions scored besides vpbench's (metrics/conventions.py); not part of the run's
+    # identity: they change how the same predictions are scored, not what is trained or predicted.
+    conventions: tuple[str, ...] = ()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,6 +136,7 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
         if not settings.checkpoint.is_file():
             raise UserError(f"checkpoint file not found: {settings.checkpoint}")
         load_checkpoint(settings.checkpoint)  # a file that does not load fails now, before any run is touched
+    resolve_conventions(settings.conventions)  # an unknown name fails before any work
     device = resolve_device(settings.device)
     world = distributed.init_from_environment(device)
     # auto's timing probe could choose differently on two ranks: rank 0 chooses for all
@@ -206,19 +211,30 @@ def _run_locked(cls: type[Predictor], dataset: VideoDataset, run: RunDir, identi
                 metric_suite: MetricSuite | None) -> Result | None:
     world = distributed.current()
     kept = _result_to_keep(cls.registry_name, run, settings, mode)
+    conventions = resolve_conventions(settings.conventions)
     if kept is not None:
-        return kept
+        scored = list(kept.eval.conventions or {})
+        missing = [c.name for c in conventions if c.name not in scored]
+        if not missing:
+            console.print(f"[dim]{cls.registry_name}: result exists, skipped ({run.path}); --force redoes it[/dim]")
+            return kept
+        # Scoring the same weights in another convention needs no training: evaluate again, keep the training
+        # record, and keep every convention the result had (the main columns come out the same).
+        console.print(f"{cls.registry_name}: result exists without convention(s) {', '.join(missing)}: "
+                      f"evaluating again, training kept ({run.path})")
+        conventions = resolve_conventions([*(n for n in scored if n in CONVENTIONS), *settings.conventions])
     run.prepare(force=settings.force)  # keeps an interrupted run's checkpoints: training resumes from them
     distributed.barrier()  # under --force rank 0 has removed the old files before any rank reads last.pt
     model, execution = _build_model(dataset, resolved, settings, device)
-    trained = _train(model, dataset, run, settings, device, mode)
+    trained = kept.train if kept is not None else _train(model, dataset, run, settings, device, mode)
     if mode == "train":
         console.print(f"{cls.registry_name}: trained, best checkpoint {run.best_checkpoint}")
         return None
     checkpoint = _load_weights_for_eval(model, run, settings, device)
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
-    evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint)
+    evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint,
+                           conventions=conventions)
     # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
     costs = _measure_costs(model, test, settings, device, execution) if world.is_main else Costs({})
     distributed.barrier(patient=True)
@@ -249,7 +265,7 @@ def _result_to_keep(name: str, run: RunDir, settings: RunSettings, mode: Mode) -
     if settings.force or mode == "train":
         return None
     try:
-        existing = run.read_result()
+        return run.read_result()
     except NewerSchemaError as exc:  # redoing it would overwrite a newer vpbench's result
         raise UserError(f"{exc}; --force redoes the run with this vpbench") from None
     except ResultError as exc:
@@ -257,9 +273,6 @@ def _result_to_keep(name: str, run: RunDir, settings: RunSettings, mode: Mode) -
         console.print(f"[yellow]warning:[/yellow] {name}: {run.result_path} is not a readable result "
                       f"({exc.reason}); moved to {aside.name}, evaluating again")
         return None
-    if existing is not None:
-        console.print(f"[dim]{name}: result exists, skipped ({run.path}); --force redoes it[/dim]")
-    return existing
 
 
 def _build_model(dataset: VideoDataset, resolved: ResolvedConfig, settings: RunSettings,
@@ -296,7 +309,8 @@ def _load_weights_for_eval(model: Predictor, run: RunDir, settings: RunSettings,
 
 
 def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
-              metric_suite: MetricSuite | None, *, samples: int, checkpoint: str) -> Evaluation:
+              metric_suite: MetricSuite | None, *, samples: int, checkpoint: str,
+              conventions: tuple[Convention, ...] = ()) -> Evaluation:
     """Score the test split (a prefix of it under --quick) with every metric whose weights are at hand."""
     quick_size = quick_test_sequences(model.spec.future)
     scored = Subset(test, range(min(quick_size, len(test)))) if settings.quick else test
@@ -304,13 +318,14 @@ def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: to
     tic = time.perf_counter()
     scores = evaluate(model, scored, device=device, precision=settings.precision,
                       batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics,
-                      samples=samples, seed=settings.seed)
+                      samples=samples, seed=settings.seed, conventions=conventions)
     wall_seconds = time.perf_counter() - tic
     return Evaluation(
         split="test", sequences=scores["sequences"], split_size=len(test),
         whole_split=scores["sequences"] == len(test), checkpoint=checkpoint,
         per_step=scores["per_step"], mean=scores["mean"], not_measured=extra.not_measured, weights=extra.weights,
         detection=scores.get("detection"), **(_sampling(scores) if model.stochastic else {}),
+        conventions=scores.get("conventions"),
         wall_seconds=round(wall_seconds, 3), forward_seconds=round(scores["forward_seconds"], 3))
 
 
@@ -346,5 +361,8 @@ def _record(run: RunDir, identity: Identity, model: Predictor, trained: TrainRec
 def _print_summary(name: str, result: Result, path: Path) -> None:
     mean = result.eval.mean
     lpips = f"  LPIPS {mean['lpips']:.4f}" if "lpips" in mean else ""
-    console.print(f"{name}: PSNR {mean['psnr']:.2f}  SSIM {mean['ssim']:.4f}  MSE {mean['mse']:.3e}{lpips} "
+    # the reference conventions' figures, labelled: never to be read as ours
+    others = "".join(f"  ({c}: PSNR {block['mean']['psnr']:.2f}  SSIM {block['mean']['ssim']:.4f})"
+                     for c, block in (result.eval.conventions or {}).items())
+    console.print(f"{name}: PSNR {mean['psnr']:.2f}  SSIM {mean['ssim']:.4f}  MSE {mean['mse']:.3e}{lpips}{others} "
                   f"over {result.eval.sequences} test sequences -> {path}")

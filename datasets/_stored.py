@@ -132,11 +132,6 @@ class StoredDataset(VideoDataset):
         return {}
 
     # -- shared ------------------------------------------------------------------------------------
-    @classmethod
-    def presets_for(cls, protocol: Protocol) -> tuple[str, ...]:
-        """`<name>-<protocol>` first (a predictor's settings for one protocol), then the dataset's keys."""
-        return (f"{cls.registry_name}-{protocol.name}", *super().presets_for(protocol))
-
     @property
     def plan(self) -> Plan:
         if self._plan is None:

@@ -10,10 +10,11 @@ Protocols:
   starts as OpenSTL's loader (from PredRNN) picks them, per video and counted back from its last
   frame: boxing, handclapping, handwaving and walking every 30 frames (non-overlapping), jogging and
   running every 3 frames.
-- "htsrm" (HTSRM / CW-VAE code): 36 -> 164 frames (eval_seq_len 200) at 64x64, 3 channels; persons
-  1-20 train, 21-25 test. Training clips: each video cut into floor(length / 100) chunks of 100
-  frames (`train_length`); test: the first 200 frames of each test video, videos shorter than that
-  are not used (as in the reference).
+- "htsrm" (HTSRM's README: `--eval-seq-len 300 --open-loop-ctx 36`, persons 1-20 train, 21-25 test):
+  36 -> 264 frames at 64x64, 3 channels (configs/kth.yml). Training clips: each video cut into
+  floor(length / 100) chunks of 100 frames (`train_length`, CW-VAE's seq_len); test: the first 300
+  frames of each test video, videos shorter than that are not used (CW-VAE's loader drops what does not
+  fill a clip).
 Validation: `val_fraction` of the training videos, whole (see `_stored.carve`), scored like test.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ class KTH(StoredDataset):
     Config = LongConfig
     protocols: ClassVar[dict[str, Protocol]] = {
         "10to20": Protocol("10to20", 10, 20, 128, 128, 1),
-        "htsrm": Protocol("htsrm", 36, 164, 64, 64, 3),
+        "htsrm": Protocol("htsrm", 36, 264, 64, 64, 3),
     }
     preset_keys = ("kth",)
     source_help = "the KTH .avi files (person01_boxing_d1_uncomp.avi, ...) or their zip archives"

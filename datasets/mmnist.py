@@ -11,10 +11,13 @@ Protocols:
   11-20 predicted. Training clips are generated from the first 90% of the MNIST training digits, as
   moving-digits does (2 digits, 0.1 of the free span per frame); OpenSTL generates its training clips
   on the fly too, hence the large `train_size`. Validation: generated from the last 10% of the digits.
-- "cwvae" (36 -> 964, eval_seq_len 1000) and "htsrm" (36 -> 464, eval_seq_len 500): training on the
-  100-frame train-seq100 videos; test = the test-seq1000 videos cut into non-overlapping clips of the
-  protocol's length. The training videos are too short to hold validation clips of that length, so
-  validation clips are generated as for 10to10, at the protocol's length (this needs the idx files).
+- "cwvae" (36 -> 964: CW-VAE's configs/mmnist.yml, eval_seq_len 1000) and "htsrm" (36 -> 300, 336 frames,
+  as HTSRM's loader hard-codes them [unverified here: its code is not readable from this machine; its
+  README runs `--eval-seq-len 300 --open-loop-ctx 36`]): training on the 100-frame train-seq100 videos;
+  test = the test-seq1000 videos cut into non-overlapping clips of the protocol's length, as CW-VAE's
+  data_loader.py cuts them (floor(1000 / length) per video: 1 for cwvae, 2 for htsrm). The training
+  videos are too short to hold validation clips of that length, so validation clips are generated as
+  for 10to10, at the protocol's length (this needs the idx files).
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ class MovingMNIST(SplitFolderVideos):
     protocols: ClassVar[dict[str, Protocol]] = {
         "10to10": Protocol("10to10", 10, 10, 64, 64, 1),
         "cwvae": Protocol("cwvae", 36, 964, 64, 64, 1),
-        "htsrm": Protocol("htsrm", 36, 464, 64, 64, 1),
+        "htsrm": Protocol("htsrm", 36, 300, 64, 64, 1),
     }
     preset_keys = ("mmnist",)
     source_help = "mnist_test_seq.npy, the MNIST idx files and/or CW-VAE's train-seq100 / test-seq1000 videos"

@@ -21,16 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vpbench.config import tiny_preset
-from vpbench.predictors._clockwork import (MAZES_TRAIN_CLIPS, MMNIST_TRAIN_CLIPS, MOVING_DIGITS, TINY_WIDTHS,
-                                           ClockworkConfig, ClockworkPredictor, reference_preset)
+from vpbench.predictors._clockwork import (KTH_TRAIN_CLIPS, MAZES_TRAIN_CLIPS, MMNIST_TRAIN_CLIPS, MOVING_DIGITS,
+                                           TINY_WIDTHS, ClockworkConfig, ClockworkPredictor, reference_preset)
 from vpbench.registry import register_predictor
 
 RES_SCALE = 0.1  # every residual skip of the reference
 SE_RATIO = 16
 SE_MIN = 4
-# [unverified] KTH training clips, an estimate: persons 1-20 have 479 videos; the videos average about
-# 400-500 frames (2391 four-second sequences in 599 videos, with gaps), so floor(length / 100) gives ~4 each.
-KTH_TRAIN_CLIPS = 1_900
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pandas as pd
 
 from vpbench.errors import UserError
 from vpbench.metrics.figures import HIGHER_IS_BETTER
-from vpbench.result import Costs, Result, ResultError, Summary, TrainRecord
+from vpbench.result import Costs, Evaluation, Result, ResultError, Summary, TrainRecord
 from vpbench.store import write_text_atomic
 
 Format = Literal["md", "csv", "json"]
@@ -117,10 +117,25 @@ def _rows(result: Result, path: Path) -> list[dict[str, Any]]:
                config=identity.config, dataset_config=identity.dataset_config,
                versions=result.versions.to_dict(), path=str(path))
     if ev.best_of_samples is None:
-        return [{**row, "sampling": "", **_metric_columns(ev.summary, ev.not_measured)}]
+        return [{**row, "sampling": "", **_metric_columns(ev.summary, ev.not_measured), **_convention_columns(ev)}]
     # A stochastic predictor: one row for the mean over its samples, one for the best of N.
-    return [{**row, "sampling": f"mean of {ev.samples}", **_metric_columns(ev.summary, ev.not_measured)},
-            {**row, "sampling": f"best of {ev.samples}", **_metric_columns(ev.best_of_samples, ev.not_measured)}]
+    return [{**row, "sampling": f"mean of {ev.samples}", **_metric_columns(ev.summary, ev.not_measured),
+             **_convention_columns(ev)},
+            {**row, "sampling": f"best of {ev.samples}", **_metric_columns(ev.best_of_samples, ev.not_measured),
+             **_convention_columns(ev, best=True)}]
+
+
+def _convention_columns(ev: Evaluation, best: bool = False) -> dict[str, Any]:
+    """`<metric>@<convention>_<stat>` columns of every reference convention the run was also scored in
+    (vpbench.metrics.conventions): printed apart from ours, labelled with the convention."""
+    row: dict[str, Any] = {}
+    for name in ev.conventions or {}:
+        summary = ev.convention(name, best)
+        if summary is not None:
+            part = _metric_columns(summary, {})
+            part.pop("per_step")
+            row.update({_METRIC_COLUMN.sub(rf"\g<metric>@{name}_\g<stat>", k): v for k, v in part.items()})
+    return row
 
 
 def _weight_notes(weights: dict[str, dict[str, Any]]) -> list[str]:
@@ -198,7 +213,8 @@ def _by_rank(names: list[str]) -> list[str]:
     def rank(name: str) -> tuple:
         m = _METRIC_COLUMN.match(name)
         base, stat = (m["metric"], STATS.index(m["stat"])) if m else (name, 0)
-        return (known.index(base) if base in known else len(known), base, stat)
+        base, _, convention = base.partition("@")  # a reference convention's columns come last, grouped
+        return (convention, known.index(base) if base in known else len(known), base, stat)
 
     return sorted(names, key=rank)
 
@@ -248,11 +264,13 @@ def _columns(runs: pd.DataFrame, rows: pd.DataFrame) -> list[_Col]:
     for name in _by_rank([c for c in rows.columns if c not in _AGGREGATE_ONLY]):
         m = _METRIC_COLUMN.match(name)
         if m:
-            header, better, fmt, stats = KNOWN.get(m["metric"], (m["metric"], None, _sig4, STATS))
+            base, _, convention = m["metric"].partition("@")
+            header, better, fmt, stats = KNOWN.get(base, (base, None, _sig4, STATS))
             if stats is None or m["stat"] not in stats:
                 continue
             arrow = {"max": "↑", "min": "↓"}.get(better or "", "")
-            cols.append(_Col(name, f"{header}{arrow} {step[m['stat']]}", fmt, better, m["metric"]))
+            label = f" ({convention})" if convention else ""
+            cols.append(_Col(name, f"{header}{arrow} {step[m['stat']]}{label}", fmt, better, m["metric"]))
         elif name not in HIDDEN_IN_MD and pd.api.types.is_numeric_dtype(rows[name]):
             header, better, fmt, _ = KNOWN.get(name, (name, None, _sig4, None))
             cols.append(_Col(name, header, fmt, better, None))

@@ -28,7 +28,8 @@ def test_registered_with_summary_and_presets(name):
     cls = DATASETS.get(name)
     assert cls.registry_name == name
     assert cls.summary()
-    assert make(name).presets() == (name,)
+    dataset = make(name)
+    assert dataset.presets() == (f"{name}-{dataset.protocol.name}", name)  # the protocol's preset first
 
 
 @pytest.mark.parametrize("name, protocol, shape", [

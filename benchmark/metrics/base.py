@@ -24,6 +24,9 @@ class Metric(ABC):
     # False: a stochastic predictor's first sample only. Metrics of every sample also get a best of N, which
     # needs figures that are the per-frame rows themselves, each with a direction.
     every_sample: ClassVar[bool] = True
+    # False: the metric gets the predictions as the predictor output them, not clamped to [0, 1] (a
+    # reference convention that scores unclipped outputs, see conventions.py).
+    clipped: ClassVar[bool] = True
 
     @property
     def higher_is_better(self) -> dict[str, bool | None]:
