@@ -21,6 +21,7 @@ from .data import SPLITS, DataProblem, VideoDataset
 from .digest import sha256_file
 from .errors import UserError
 from .evaluation import evaluate
+from .foreign import Checkpoint, configure, describe, load_into, read_checkpoint
 from .metrics.suite import MetricSuite
 from .predictor import Predictor, ResolvedConfig, resolve_config
 from .progress import console
@@ -146,7 +147,10 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
 def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, settings: RunSettings,
              device: torch.device, mode: Mode, metric_suite: MetricSuite | None = None) -> Result | None:
     """One predictor: skip it if its result stands, else (resume) training, evaluate and record; None for train."""
-    resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
+    # Weights from elsewhere may need settings (a reference's switches): they join the config, hence the run id.
+    given = read_checkpoint(settings.checkpoint, cls) if settings.checkpoint is not None else None
+    chosen = predictor_overrides(cls, overrides)
+    resolved = resolve_config(cls, dataset.presets(), chosen if given is None else configure(given, dataset.spec, chosen),
                               preset=settings.preset if settings.preset in cls.presets else None,
                               quick=settings.quick)
     identity = run_identity(cls, dataset, resolved, settings)
@@ -162,10 +166,11 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     if mode == "train":
         console.print(f"{cls.registry_name}: trained, best checkpoint {run.best_checkpoint}")
         return None
-    checkpoint = _load_weights_for_eval(model, run, settings, device)
+    checkpoint = _load_weights_for_eval(model, run, device, given)
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
-    evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint)
+    evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint,
+                           checkpoint_notes=given.notes if given is not None else [])
     # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
     costs = _measure_costs(model, test, settings, device, execution) if world.is_main else Costs({})
     distributed.barrier(patient=True)
@@ -223,11 +228,13 @@ def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: RunSe
     return TrainRecord.from_dict(summary.to_dict())
 
 
-def _load_weights_for_eval(model: Predictor, run: RunDir, settings: RunSettings, device: torch.device) -> str:
+def _load_weights_for_eval(model: Predictor, run: RunDir, device: torch.device, given: Checkpoint | None) -> str:
     """Load the weights to score: given ones, else the run's best on validation; says which, for the result."""
-    if settings.checkpoint is not None:
-        load_weights(model, settings.checkpoint, device)
-        return str(settings.checkpoint)
+    if given is not None:
+        load_into(model, given)
+        if (line := describe(model.registry_name, given)) is not None:
+            console.print(line, highlight=False)
+        return str(given.path)
     if not model.trainable:
         return "none (needs no training)"
     if not run.best_checkpoint.is_file():
@@ -238,7 +245,8 @@ def _load_weights_for_eval(model: Predictor, run: RunDir, settings: RunSettings,
 
 
 def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
-              metric_suite: MetricSuite | None, *, samples: int, checkpoint: str) -> Evaluation:
+              metric_suite: MetricSuite | None, *, samples: int, checkpoint: str,
+              checkpoint_notes: list[str]) -> Evaluation:
     """Score the test split (a prefix of it under --quick) with every metric whose weights are at hand."""
     quick_size = quick_test_sequences(model.spec.future)
     scored = Subset(test, range(min(quick_size, len(test)))) if settings.quick else test
@@ -250,7 +258,7 @@ def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: to
     wall_seconds = time.perf_counter() - tic
     return Evaluation(
         split="test", sequences=scores["sequences"], split_size=len(test),
-        whole_split=scores["sequences"] == len(test), checkpoint=checkpoint,
+        whole_split=scores["sequences"] == len(test), checkpoint=checkpoint, checkpoint_notes=checkpoint_notes or None,
         per_step=scores["per_step"], mean=scores["mean"], not_measured=extra.not_measured, weights=extra.weights,
         detection=scores.get("detection"), **(_sampling(scores) if model.stochastic else {}),
         wall_seconds=round(wall_seconds, 3), forward_seconds=round(scores["forward_seconds"], 3))
