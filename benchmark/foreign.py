@@ -97,12 +97,10 @@ def read_checkpoint(path: Path, predictor: type[Predictor]) -> Checkpoint:
         if found is not None:
             return _mapped(Path(path), found[0], layout, found[1])
     tensors = _tensors(state, path)
-    notes = []
-    hints = [layout for layout in predictor.checkpoint_layouts if layout.settings or layout.colour_settings]
-    if hints:  # e.g. an OpenSTL E3D-LSTM saved bare: the same names as vpbench's, and nothing else tells them apart
-        notes.append("a bare state dict, read as vpbench's; if it is " + " or ".join(
-            f"{h.source} weights, set {', '.join(f'{k}={v!r}' for k, (v, _) in {**h.settings, **h.colour_settings}.items())}"
-            for h in hints))
+    # E.g. an OpenSTL E3D-LSTM saved bare: the same names as vpbench's, and nothing else tells the two apart.
+    hints = [f"{layout.source} weights, set " + ", ".join(f"{k}={v!r}" for k, (v, _) in layout.settings.items())
+             for layout in predictor.checkpoint_layouts if layout.container == "lightning" and layout.settings]
+    notes = ["a bare state dict, read as vpbench's; if it is " + " or ".join(hints)] if hints else []
     return Checkpoint(Path(path), tensors, None, notes)
 
 
@@ -197,7 +195,8 @@ def _mapped(path: Path, tensors: dict[str, Tensor], layout: ReferenceLayout, how
 
 def _tensors(value: Any, path: Path, strict: bool = True) -> dict[str, Tensor]:
     """`value` as a state dict; with `strict` False, an empty one when it is not made of tensors only."""
-    if isinstance(value, dict) and value and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items()):
+    if isinstance(value, dict) and value and all(isinstance(k, str) and isinstance(v, Tensor)
+                                                 for k, v in value.items()):
         return dict(value)
     if not strict:
         return {}

@@ -150,7 +150,9 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     # Weights from elsewhere may need settings (a reference's switches): they join the config, hence the run id.
     given = read_checkpoint(settings.checkpoint, cls) if settings.checkpoint is not None else None
     chosen = predictor_overrides(cls, overrides)
-    resolved = resolve_config(cls, dataset.presets(), chosen if given is None else configure(given, dataset.spec, chosen),
+    if given is not None:
+        chosen = configure(given, dataset.spec, chosen)
+    resolved = resolve_config(cls, dataset.presets(), chosen,
                               preset=settings.preset if settings.preset in cls.presets else None,
                               quick=settings.quick)
     identity = run_identity(cls, dataset, resolved, settings)

@@ -78,7 +78,8 @@ class StipConfig(RecurrentConfig):
     channel_order: Literal["rgb", "bgr"] = "rgb"
     # Frames whose patch grid sr_size does not divide are padded at the bottom / right and the prediction
     # cropped back (SJTU4K: 2160 rows -> 2176, the reference's height). How the authors made 2176-row
-    # frames is not in their code; "replicate" repeats the edge, "zeros" pads black.
+    # frames is not in their code (datasets/sjtu4k.py says what was checked); "replicate" repeats the edge,
+    # "zeros" pads black.
     pad_mode: Literal["replicate", "zeros"] = "replicate"
     lr_decay_start: int = iterations(20000)  # the exponential decay starts here (reference: sampling stop)
 
