@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -58,6 +59,7 @@ NON_NEGATIVE = at_least(0)  # a weight or count where 0 means "off"
 COUNT = at_least(1)  # sizes, counts, periods
 PROBABILITY = between(0, 1)
 ODD = Rule("an odd number >= 1", lambda v: v >= 1 and v % 2 == 1)  # a 'same'-padded kernel (padding k // 2)
+FINITE = Rule("a finite number", math.isfinite)  # any value the arithmetic survives
 POWER_OF_TWO = Rule("a power of two", lambda v: v >= 1 and v & (v - 1) == 0)
 EVEN = Rule("an even number >= 2", lambda v: v >= 2 and v % 2 == 0)
 OPEN_FRACTION = Rule("in (0, 1)", lambda v: 0 < v < 1)

@@ -6,7 +6,7 @@ Registration checks the contract (`registration.py`); `resolve_config` + `Resolv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,9 @@ from .config import StochasticConfig, TrainConfig, apply_overrides, check_rules,
 from .errors import UserError
 from .registry import PREDICTORS
 from .spec import VideoSpec
+
+if TYPE_CHECKING:
+    from .foreign import ReferenceLayout
 
 class Trainer(Protocol):
     """What a predictor's `training_step` may ask of the harness (`vpbench.training.TrainContext` is it): a
@@ -42,6 +45,9 @@ class Predictor(nn.Module):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     trainable: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False  # True: subclass StochasticPredictor
+    # The reference implementations' checkpoint files this predictor takes (`--checkpoint`), besides vpbench's
+    # own: how they name its tensors and what their weights need (vpbench.foreign).
+    checkpoint_layouts: ClassVar[tuple[ReferenceLayout, ...]] = ()
 
     def __init__(self, spec: VideoSpec, config: Any) -> None:
         super().__init__()
@@ -82,11 +88,6 @@ class Predictor(nn.Module):
         """Parameters per optimizer name, each with the settings in which it differs from the config
         (e.g. a discriminator's `{"lr": 5e-4}`). The harness builds optimizers and schedules from them."""
         return {"model": ([p for p in self.parameters() if p.requires_grad], {})}
-
-    def adapt_checkpoint(self, state: Any) -> Mapping[str, Tensor]:
-        """This module's state dict from a loaded checkpoint file (`--checkpoint`): a vpbench checkpoint's
-        "model" or a bare state dict. Predictors whose authors publish weights in another layout override it."""
-        return state.get("model", state) if isinstance(state, dict) else state
 
     def modules_outside_prediction(self) -> list[nn.Module]:
         """Submodules `forward` never uses: a GAN's discriminator, modules a reference implementation

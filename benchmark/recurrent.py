@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import TrainConfig, iterations, later_setting, setting
+from .config import COUNT, NON_NEGATIVE, PROBABILITY, TrainConfig, iterations, later_setting, setting
 from .errors import UserError
 from .predictor import Predictor
 from .sharding import active_batch_shard
@@ -23,14 +23,14 @@ from .spec import VideoSpec
 class RecurrentConfig(TrainConfig):
     """What `RecurrentPredictor` reads, on top of `TrainConfig`."""
 
-    patch_size: int = setting(4, "frames are cut into patch_size x patch_size patches stacked as channels")
+    patch_size: int = setting(4, "frames are cut into patch_size x patch_size patches stacked as channels", COUNT)
     scheduled_sampling: bool = setting(True, "feed ground truth at future steps in training with a falling "
                                              "probability")
-    sampling_start: float = setting(1.0, "scheduled sampling: the probability at iteration 0")
+    sampling_start: float = setting(1.0, "scheduled sampling: the probability at iteration 0", PROBABILITY)
     # thuml's `sampling_changing_rate` = sampling_start / sampling_stop_iter.
     sampling_stop_iter: int = iterations(50000, "scheduled sampling: the probability falls linearly to 0 here")
     l1_weight: float = later_setting(0.0, "the training loss is MSE + l1_weight x L1 over the outputs (E3D-LSTM's "
-                                          "reference: 1)")
+                                          "reference: 1)", NON_NEGATIVE)
 
 
 def patchify(frames: Tensor, patch: int) -> Tensor:

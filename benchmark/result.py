@@ -74,6 +74,13 @@ class _Object:
             raise ResultError(f"{self.where}{key} is not a string: {value!r}")
         return value
 
+    def texts(self, key: str) -> list[str] | None:
+        """An optional list of strings: absent and null read as None."""
+        value = self.data.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ResultError(f"{self.where}{key} is not a list of strings: {value!r}")
+        return value
+
     def number(self, key: str) -> float | None:
         """An optional number, kept as written (int or float); absent and null read as None."""
         return _number(self.data.get(key), f"{self.where}{key}")
@@ -237,6 +244,8 @@ class Evaluation(_Record):
     conventions: dict[str, dict[str, Any]] | None = field(default=None, metadata=_OPTIONAL)
     wall_seconds: float | None = None
     forward_seconds: float | None = field(default=None, metadata=_OPTIONAL)
+    # what reading a given checkpoint did: its layout, tensors renamed or dropped, settings its weights need
+    checkpoint_notes: list[str] | None = field(default=None, metadata=_OPTIONAL)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -274,7 +283,8 @@ class Evaluation(_Record):
             best_of_samples=None if best is None else Summary._read(_Object(best, "eval.best_of_samples.")),
             sampling=block.text("sampling"), conventions=_conventions(block),
             wall_seconds=block.number("wall_seconds"),
-            forward_seconds=block.number("forward_seconds"), extra=block.extra(cls))
+            forward_seconds=block.number("forward_seconds"), checkpoint_notes=block.texts("checkpoint_notes"),
+            extra=block.extra(cls))
 
     def check(self, future: int) -> None:
         self.summary.check(future, self.not_measured, "eval.")

@@ -22,6 +22,7 @@ from .data import SPLITS, DataProblem, VideoDataset
 from .digest import sha256_file
 from .errors import UserError
 from .evaluation import evaluate
+from .foreign import Checkpoint, configure, describe, load_into, read_checkpoint
 from .metrics.conventions import CONVENTIONS, Convention, resolve_conventions
 from .metrics.suite import MetricSuite
 from .predictor import Predictor, ResolvedConfig, resolve_config
@@ -30,7 +31,7 @@ from .registry import DATASETS, PREDICTORS
 from .result import (Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result, ResultError, Summary,
                      TrainRecord, Versions)
 from .spec import VideoSpec
-from .store import RunDir, load_checkpoint
+from .store import RunDir
 from .precision import Precision
 from .training import load_weights, train
 
@@ -132,10 +133,8 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
     check_shared_keys(classes, overrides)
     if settings.preset is not None and not any(settings.preset in c.presets for c in classes):
         raise UserError(f"no predictor of this run has a preset {settings.preset!r}")
-    if settings.checkpoint is not None:
-        if not settings.checkpoint.is_file():
-            raise UserError(f"checkpoint file not found: {settings.checkpoint}")
-        load_checkpoint(settings.checkpoint)  # a file that does not load fails now, before any run is touched
+    if settings.checkpoint is not None and not settings.checkpoint.is_file():
+        raise UserError(f"checkpoint file not found: {settings.checkpoint}")
     resolve_conventions(settings.conventions)  # an unknown name fails before any work
     device = resolve_device(settings.device)
     world = distributed.init_from_environment(device)
@@ -148,15 +147,27 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
                                    progress=settings.progress and world.is_main)
     # Every value of every predictor is checked, and every model's construction and memory, before any work:
     # the last predictor's bad setting must not surface after the first one has trained for hours.
-    configs = [resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides),
-                              preset=settings.preset if settings.preset in cls.presets else None, quick=settings.quick)
-               for cls in classes]
-    for resolved in configs:
+    # A given checkpoint is read here too: one that does not load fails before any run is touched.
+    configs = [_resolve(cls, dataset, overrides, settings) for cls in classes]
+    for resolved, _ in configs:
         _check_before_building(resolved, dataset.spec, settings, device, mode)
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
     metric_suite = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
-    results = [_run_one(resolved, dataset, settings, device, mode, metric_suite) for resolved in configs]
+    results = [_run_one(resolved, given, dataset, settings, device, mode, metric_suite) for resolved, given in configs]
     return [{} if result is None else result.to_dict() for result in results]
+
+
+def _resolve(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides,
+             settings: RunSettings) -> tuple[ResolvedConfig, Checkpoint | None]:
+    """The predictor's config, and the weights to evaluate if given. Weights from elsewhere may need settings
+    (a reference's switches): they join the config, hence the run id."""
+    given = read_checkpoint(settings.checkpoint, cls) if settings.checkpoint is not None else None
+    chosen = predictor_overrides(cls, overrides)
+    if given is not None:
+        chosen = configure(given, dataset.spec, chosen)
+    resolved = resolve_config(cls, dataset.presets(), chosen,
+                              preset=settings.preset if settings.preset in cls.presets else None, quick=settings.quick)
+    return resolved, given
 
 
 def _will_train(cls: type[Predictor], settings: RunSettings, mode: Mode) -> bool:
@@ -194,8 +205,8 @@ def _check_before_building(resolved: ResolvedConfig, spec: VideoSpec, settings: 
         memory.check_fits(need, spec, name, device, batch_size=batch)
 
 
-def _run_one(resolved: ResolvedConfig, dataset: VideoDataset, settings: RunSettings, device: torch.device,
-             mode: Mode, metric_suite: MetricSuite | None = None) -> Result | None:
+def _run_one(resolved: ResolvedConfig, given: Checkpoint | None, dataset: VideoDataset, settings: RunSettings,
+             device: torch.device, mode: Mode, metric_suite: MetricSuite | None = None) -> Result | None:
     """One predictor: skip it if its result stands, else (resume) training, evaluate and record; None for train."""
     cls = resolved.predictor
     identity = run_identity(cls, dataset, resolved, settings)
@@ -203,12 +214,13 @@ def _run_one(resolved: ResolvedConfig, dataset: VideoDataset, settings: RunSetti
     run = RunDir(settings.out, dataset.registry_name, cls.registry_name, identity.to_dict(), writes=world.is_main)
     with run.lock(on_wait=lambda line: console.print(escape(line), highlight=False)):
         distributed.barrier(patient=True)  # the other ranks read the run once rank 0 holds it
-        return _run_locked(cls, dataset, run, identity, resolved, settings, device, mode, metric_suite)
+        return _run_locked(run, identity, resolved, given, dataset, settings, device, mode, metric_suite)
 
 
-def _run_locked(cls: type[Predictor], dataset: VideoDataset, run: RunDir, identity: Identity,
-                resolved: ResolvedConfig, settings: RunSettings, device: torch.device, mode: Mode,
+def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given: Checkpoint | None,
+                dataset: VideoDataset, settings: RunSettings, device: torch.device, mode: Mode,
                 metric_suite: MetricSuite | None) -> Result | None:
+    cls = resolved.predictor
     world = distributed.current()
     kept = _result_to_keep(cls.registry_name, run, settings, mode)
     conventions = resolve_conventions(settings.conventions)
@@ -230,11 +242,11 @@ def _run_locked(cls: type[Predictor], dataset: VideoDataset, run: RunDir, identi
     if mode == "train":
         console.print(f"{cls.registry_name}: trained, best checkpoint {run.best_checkpoint}")
         return None
-    checkpoint = _load_weights_for_eval(model, run, settings, device)
+    checkpoint = _load_weights_for_eval(model, run, device, given)
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
     evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint,
-                           conventions=conventions)
+                           conventions=conventions, checkpoint_notes=given.notes if given is not None else [])
     # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
     costs = _measure_costs(model, test, settings, device, execution) if world.is_main else Costs({})
     distributed.barrier(patient=True)
@@ -294,11 +306,13 @@ def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: RunSe
     return TrainRecord.from_dict(summary.to_dict())
 
 
-def _load_weights_for_eval(model: Predictor, run: RunDir, settings: RunSettings, device: torch.device) -> str:
+def _load_weights_for_eval(model: Predictor, run: RunDir, device: torch.device, given: Checkpoint | None) -> str:
     """Load the weights to score: given ones, else the run's best on validation; says which, for the result."""
-    if settings.checkpoint is not None:
-        load_weights(model, settings.checkpoint, device)
-        return str(settings.checkpoint)
+    if given is not None:
+        load_into(model, given)
+        if (line := describe(model.registry_name, given)) is not None:
+            console.print(line, highlight=False)
+        return str(given.path)
     if not model.trainable:
         return "none (needs no training)"
     if not run.best_checkpoint.is_file():
@@ -310,7 +324,7 @@ def _load_weights_for_eval(model: Predictor, run: RunDir, settings: RunSettings,
 
 def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
               metric_suite: MetricSuite | None, *, samples: int, checkpoint: str,
-              conventions: tuple[Convention, ...] = ()) -> Evaluation:
+              conventions: tuple[Convention, ...] = (), checkpoint_notes: list[str] | None = None) -> Evaluation:
     """Score the test split (a prefix of it under --quick) with every metric whose weights are at hand."""
     quick_size = quick_test_sequences(model.spec.future)
     scored = Subset(test, range(min(quick_size, len(test)))) if settings.quick else test
@@ -322,7 +336,7 @@ def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: to
     wall_seconds = time.perf_counter() - tic
     return Evaluation(
         split="test", sequences=scores["sequences"], split_size=len(test),
-        whole_split=scores["sequences"] == len(test), checkpoint=checkpoint,
+        whole_split=scores["sequences"] == len(test), checkpoint=checkpoint, checkpoint_notes=checkpoint_notes or None,
         per_step=scores["per_step"], mean=scores["mean"], not_measured=extra.not_measured, weights=extra.weights,
         detection=scores.get("detection"), **(_sampling(scores) if model.stochastic else {}),
         conventions=scores.get("conventions"),

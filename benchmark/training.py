@@ -16,6 +16,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -26,6 +27,7 @@ from . import distributed
 from .config import TrainConfig, config_to_dict
 from .errors import UserError
 from .evaluation import evaluate
+from .foreign import Checkpoint, load_into, read_checkpoint
 from .precision import Precision, autocast
 from .predictor import Predictor
 from .progress import progress_bar
@@ -352,14 +354,10 @@ def global_losses(losses: dict[str, Tensor], shard: BatchShard | None) -> dict[s
     return dict(zip(names, distributed.all_reduce_(values).tolist()))
 
 
-def load_weights(model: Predictor, path: Any, device: torch.device) -> dict:
-    """Load a vpbench checkpoint's (or a bare state dict's, or what the predictor's `adapt_checkpoint`
-    maps, e.g. a reference implementation's published file) weights strictly."""
-    state = load_checkpoint(path, device)
-    weights = model.adapt_checkpoint(state)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise UserError(f"checkpoint {path} does not fit {model.registry_name}: {' '.join(first[:2])}") from None
-    return state
+def load_weights(model: Predictor, path: Any, device: torch.device | None = None) -> Checkpoint:
+    """Load a checkpoint's weights strictly: vpbench's, a bare state dict, or a reference implementation's file
+    the predictor declares (vpbench.foreign), into a model configured as its weights need. The weights are read
+    on the CPU and copied to wherever the model is (`device` is not needed)."""
+    checkpoint = read_checkpoint(Path(path), type(model))
+    load_into(model, checkpoint)
+    return checkpoint

@@ -13,8 +13,15 @@ YUV -> RGB uses BT.709 with limited ("TV") range by default, the colour space of
 Frames of a YUV file are numbered from 1, as FFmpeg numbers extracted frames, so that a clip list
 names the same frame in both layouts.
 
-Protocol "4to4": 4 -> 4 at 2160x3840. STIP stores 2176 rows (17 x 128); its model pads, the loader
-gives the 2160 rows there are. Splits:
+Protocol "4to4": 4 -> 4 at 2160x3840: the loader gives the 2160 rows the sequences have. STIP's official
+loader (ZhengChang467/STIPHR core/data_provider/sjtu4k.py, configs/sjtu4k_configs.py: img_height 2176 = 17 x 128;
+STRPM's is the same) reads 2176 x 3840 PNG frames made beforehand, from folders named after a video
+(`Traffic_Flow.mp4/63.png`). What its 16 extra rows hold cannot be determined from the published code: neither
+repository has the script that made the frames, and their sample frames are not in the repository snapshots
+(checked at STIPHR 9c87126). So vpbench keeps its default and says so: STIP and STRPM pad inside the model
+(`pad_mode`, "replicate": the last row repeated; "zeros": black) and crop the prediction back, and the 2160 real
+rows are scored. STIP's own evaluation scores all 2176 rows (core/trainer.py, `res_height = configs.img_height`),
+so its published SJTU4K numbers include the 16 unknown rows (0.7% of the pixels). Splits:
 - split_by=sequences (default): test = `test_sequences` (names) or 20% of the sequences by hash;
   clips every `clip_stride` frames (8: non-overlapping); validation: `val_fraction` of the others.
 - split_by=lists: STIP's clip lists (`dir/,start,end`, the folder naming the sequence).

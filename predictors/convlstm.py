@@ -4,6 +4,8 @@ The cell follows the paper: gates from a convolution of the input plus one of th
 forget-gate bias 1. OpenSTL's ConvLSTMCell defines the forget bias but never adds it, and also
 creates `conv_o` and `conv_last` modules that its forward never calls: its reported 15.0M parameters
 at the mmnist setting include 3.41M unused ones; the model that actually runs has the 11.68M this one has.
+OpenSTL's checkpoints load through `--checkpoint` (`OPENSTL`): the unused tensors are dropped and
+`forget_bias=0` reproduces its cell, so that its weights predict what they predicted there.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, ODD, setting, tiny_preset
+from vpbench.config import COUNT, FINITE, ODD, setting, tiny_preset
+from vpbench.foreign import ReferenceLayout
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv, summed_gate_convs
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -24,7 +27,7 @@ class ConvLSTMConfig(RecurrentConfig):
     num_hidden: int = setting(128, "hidden channels of every cell", COUNT)
     filter_size: int = setting(5, "gate convolution kernel", ODD)
     layer_norm: bool = setting(False, "LayerNorm after each gate convolution")
-    forget_bias: float = setting(1.0, "added to the forget gate before its sigmoid")
+    forget_bias: float = setting(1.0, "added to the forget gate before its sigmoid", FINITE)
 
 
 class ConvLSTMCell(nn.Module):
@@ -48,15 +51,22 @@ class ConvLSTMCell(nn.Module):
         return h, c
 
 
+# OpenSTL's ConvLSTM_Model (openstl/models/convlstm_model.py, modules/convlstm_modules.py): the same names.
+OPENSTL = ReferenceLayout(
+    "OpenSTL", unused=r"cell_list\.\d+\.(conv_o\..*|conv_last\.weight)",
+    settings={"forget_bias": (0.0, "OpenSTL's ConvLSTMCell never adds its forget bias")})
+
+
 @register_predictor("convlstm")
 class ConvLSTM(RecurrentPredictor):
     """ConvLSTM (Shi et al. 2015): stacked convolutional LSTM cells on patch tensors."""
 
     Config = ConvLSTMConfig
+    checkpoint_layouts = (OPENSTL,)
     presets = {
         # OpenSTL configs/mmnist/ConvLSTM.py with its defaults: 4 x 128, filter 5, patch 4,
-        # scheduled sampling to 0 at 50k iterations, batch 16, lr 1e-3, OneCycle, 200 epochs x 625 it.
-        "mmnist": dict(num_layers=4, num_hidden=128, filter_size=5, patch_size=4, batch_size=16, lr=1e-3,
+        # scheduled sampling to 0 at 50k iterations, batch 16, lr 5e-4, OneCycle, 200 epochs x 625 it.
+        "mmnist": dict(num_layers=4, num_hidden=128, filter_size=5, patch_size=4, batch_size=16, lr=5e-4,
                        lr_schedule="onecycle", max_iterations=125_000, sampling_stop_iter=50_000,
                        val_every=5_000),
         # OpenSTL configs/kth/ConvLSTM.py: patch 2, lr 1e-3, OneCycle; configs/human/ConvLSTM.py (256x256):

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from vpbench.config import at_least, setting
+from vpbench.foreign import ReferenceLayout
 from vpbench.recurrent import RecurrentPredictor, gate_conv
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -76,11 +77,25 @@ class MIMBlock(nn.Module):
         return h, c, m, mims_c
 
 
+# OpenSTL's MIM_Model (openstl/models/mim_model.py, modules/mim_modules.py) names the layers `stlstm_layer` (0: the
+# ST-LSTM, i >= 1: MIM blocks, whose MIM-S weights sit on the block itself) and the MIM-N cells `stlstm_layer_diff`.
+# Its MIM-S cell state outlives the sequence (module doc): on a model's first batch its outputs are these.
+OPENSTL = ReferenceLayout(
+    "OpenSTL",
+    renames=((r"stlstm_layer\.0\.(.*)", r"stlstm.\1"),
+             (r"stlstm_layer\.(\d+)\.((conv_h_concat|conv_x_concat)\..*|ct_weight|oc_weight)",
+              lambda m: f"blocks.{int(m[1]) - 1}.mims.{m[2]}"),
+             (r"stlstm_layer\.(\d+)\.(.*)", lambda m: f"blocks.{int(m[1]) - 1}.{m[2]}"),
+             (r"stlstm_layer_diff\.(.*)", r"mimn.\1")),
+    unused=r"stlstm_layer_diff\.\d+\.conv_last\.weight")
+
+
 @register_predictor("mim")
 class MIM(RecurrentPredictor):
     """MIM (Wang et al. 2019): ST-LSTM below, Memory-In-Memory blocks (MIM-N, MIM-S) above."""
 
     Config = MIMConfig
+    checkpoint_layouts = (OPENSTL,)
     presets = {
         # OpenSTL configs/mmnist/MIM.py (4 x 128, filter 5, patch 4, batch 16, sampling to 0 at 50k) with
         # the lr the spec gives for the reference code, 5e-4.

@@ -129,6 +129,7 @@ class MotionRNN(PredRNN):
     """MotionRNN (Wu et al. 2021): PredRNN with MotionGRU units between layers and a motion highway."""
 
     Config = MotionRNNConfig
+    checkpoint_layouts = ()  # OpenSTL has no MotionRNN: PredRNN's layout is not this model's
     presets = {
         # OpenSTL has no MotionRNN; its fork duyhlzu/GMG adds one with configs/mmnist/MotionRNN.py: 4 x 128,
         # filter 5, patch 4, scheduled sampling to 0 at 50k, batch 16, lr 3e-4 (thuml's own script's lr too),

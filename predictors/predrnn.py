@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from vpbench.config import COUNT, ODD, setting, tiny_preset
+from vpbench.foreign import ReferenceLayout
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -81,11 +82,17 @@ PAPER_PRESETS["tiny"] = tiny_preset(PAPER_PRESETS["moving-digits"], num_layers=2
                                     sampling_stop_iter=15)
 
 
+# OpenSTL's PredRNN_Model and PredRNNv2_Model (openstl/models/predrnn_model.py, predrnnv2_model.py): the same
+# names and the same cell (its forget bias is added), so its checkpoints load as they are.
+OPENSTL = ReferenceLayout("OpenSTL")
+
+
 @register_predictor("predrnn")
 class PredRNN(RecurrentPredictor):
     """PredRNN (Wang et al. 2017): ST-LSTM cells with a spatiotemporal memory zigzagging through layers and time."""
 
     Config = PredRNNConfig
+    checkpoint_layouts = (OPENSTL,)
     presets = PAPER_PRESETS
 
     def __init__(self, spec: VideoSpec, config: PredRNNConfig) -> None:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from vpbench.config import COUNT, ODD, at_least, setting, tiny_preset
+from vpbench.foreign import ReferenceLayout
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv, summed_gate_convs
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -76,11 +77,16 @@ class GradientHighwayUnit(nn.Module):
         return u * torch.tanh(p) + (1 - u) * z
 
 
+# OpenSTL's PredRNNpp_Model (openstl/models/predrnnpp_model.py): the same names, and each cell's `conv_o`.
+OPENSTL = ReferenceLayout("OpenSTL", unused=r"cell_list\.\d+\.conv_o\..*")
+
+
 @register_predictor("predrnn-pp", aliases=("predrnn++", "predrnnpp"))
 class PredRNNPP(RecurrentPredictor):
     """PredRNN++ (Wang et al. 2018): Causal LSTM cells with a Gradient Highway Unit between layers 1 and 2."""
 
     Config = PredRNNPPConfig
+    checkpoint_layouts = (OPENSTL,)
     presets = {
         # OpenSTL configs/mmnist/PredRNNpp.py: 4 x 128, filter 5, patch 4, scheduled sampling to 0 at 50k,
         # OneCycle; lr 1e-4 as the spec gives for the reference code, batch 16, 200 epochs.

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from vpbench.config import COUNT, EVEN, ODD, POSITIVE, TrainConfig, at_least, between, setting, tiny_preset
 from vpbench.errors import UserError
+from vpbench.foreign import ReferenceLayout
 from vpbench.predictor import Predictor
 from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
@@ -183,23 +184,41 @@ class GSTATranslator(nn.Sequential):
         super().__init__(*(GSTABlock(widths[i], widths[i + 1], mlp_ratio, drop, rates[i]) for i in range(blocks)))
 
 
+# OpenSTL's SimVP_Model (openstl/models/simvp_model.py, modules/simvp_modules.py): the encoder and decoder one
+# level deeper (`enc.enc.N.conv.conv`), the IncepU branches as `layers.K.conv / .norm`, the gSTA block's parts
+# under `block.` (attention under `block.attn.`, the MLP as fc1 / dwconv.dwconv / fc2).
+OPENSTL = ReferenceLayout(
+    "OpenSTL",
+    renames=((r"(enc|dec)\.\1\.(\d+)\.conv\.(conv|norm)\.(.*)", r"\1.\2.\3.\4"),
+             (r"dec\.readout\.(.*)", r"readout.\1"),
+             (r"hid\.(enc|dec)\.(\d+)\.layers\.(\d+)\.conv\.(.*)", r"hid.\1.\2.branches.\3.0.\4"),
+             (r"hid\.(enc|dec)\.(\d+)\.layers\.(\d+)\.norm\.(.*)", r"hid.\1.\2.branches.\3.1.\4"),
+             (r"hid\.enc\.(\d+)\.block\.attn\.(.*)", r"hid.\1.\2"),
+             (r"hid\.enc\.(\d+)\.block\.mlp\.fc1\.(.*)", r"hid.\1.mlp.0.\2"),
+             (r"hid\.enc\.(\d+)\.block\.mlp\.dwconv\.dwconv\.(.*)", r"hid.\1.mlp.1.\2"),
+             (r"hid\.enc\.(\d+)\.block\.mlp\.fc2\.(.*)", r"hid.\1.mlp.4.\2"),
+             (r"hid\.enc\.(\d+)\.block\.(.*)", r"hid.\1.\2"),
+             (r"hid\.enc\.(\d+)\.reduction\.(.*)", r"hid.\1.reduction.\2")))
+
+
 @register_predictor("simvp")
 class SimVP(Predictor):
     """SimVP (Gao et al. 2022): CNN encoder, Inception (or gSTA) translator over stacked frames, CNN decoder."""
 
     Config = SimVPConfig
+    checkpoint_layouts = (OPENSTL,)
     presets = {
         # OpenSTL configs/mmnist/simvp/SimVP_IncepU.py (its 58.0M / 19.4G row) with OpenSTL's defaults:
         # OneCycle, 200 epochs x 625 iterations.
         "mmnist": dict(hid_S=64, hid_T=512, N_S=4, N_T=8, translator="incepu", batch_size=16, lr=1e-3,
                        lr_schedule="onecycle", max_iterations=125_000, val_every=5_000),
-        # OpenSTL configs/kth/simvp/SimVP_IncepU.py and configs/human/simvp/SimVP_IncepU.py (drop_path only
-        # acts in gSTA). OpenSTL trains 200 epochs, whose iterations depend on the prepared split's size:
+        # OpenSTL configs/kth/simvp/SimVP_IncepU.py (OneCycle) and configs/human/simvp/SimVP_IncepU.py (cosine);
+        # drop_path only acts in gSTA. OpenSTL trains 200 epochs, whose iterations depend on the prepared split's size:
         # max_iterations stays at the harness default.
         "kth-10to20": dict(hid_S=64, hid_T=256, N_S=2, N_T=4, translator="incepu", batch_size=8, lr=1e-3,
                            lr_schedule="onecycle"),
         "human36m-openstl": dict(hid_S=64, hid_T=512, N_S=4, N_T=6, translator="incepu", batch_size=16, lr=1e-3,
-                                 lr_schedule="onecycle"),
+                                 lr_schedule="cosine"),
         # CPU-sized.
         "moving-digits": dict(hid_S=8, hid_T=64, N_S=4, N_T=4, batch_size=8, lr=2e-3, lr_schedule="cosine",
                               max_iterations=1000, quick_iterations=200, val_every=200, grad_clip=1.0),

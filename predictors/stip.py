@@ -16,7 +16,7 @@ Checkpoints: the predictor's parameter names and shapes are the reference `RNN`'
 and every cell's `conv_last`, which the reference defines but never calls, so the published `model_pm`
 files ({"net_param": state_dict}) load strictly with `bench eval --checkpoint model_pm.ckpt-1`; the
 discriminator's are the reference `Discriminator`'s (`model_d`). Those weights were trained on frames read
-by OpenCV, i.e. in BGR order: evaluate them with `--set stip.channel_order=bgr` (see `StipConfig`).
+by OpenCV, i.e. in BGR order: loading one sets `channel_order=bgr` for colour frames and says so (`OFFICIAL`).
 
 Parameter counts leave out the discriminator and the never-called modules (`modules_outside_prediction`).
 Parameters that predict / reference state dict (+140,352 never called) / discriminator: ucf-sports
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from vpbench.config import COUNT, NON_NEGATIVE, ODD, POSITIVE, POWER_OF_TWO, iterations, setting, tiny_preset
 from vpbench.errors import UserError
+from vpbench.foreign import ReferenceLayout
 from vpbench.predictor import Trainer
 from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, patchify, unpatchify
 from vpbench.registry import register_predictor
@@ -77,7 +78,8 @@ class StipConfig(RecurrentConfig):
     channel_order: Literal["rgb", "bgr"] = "rgb"
     # Frames whose patch grid sr_size does not divide are padded at the bottom / right and the prediction
     # cropped back (SJTU4K: 2160 rows -> 2176, the reference's height). How the authors made 2176-row
-    # frames is not in their code; "replicate" repeats the edge, "zeros" pads black.
+    # frames is not in their code (datasets/sjtu4k.py says what was checked); "replicate" repeats the edge,
+    # "zeros" pads black.
     pad_mode: Literal["replicate", "zeros"] = "replicate"
     lr_decay_start: int = iterations(20000)  # the exponential decay starts here (reference: sampling stop)
 
@@ -148,11 +150,21 @@ def _decoder(branch: str, hidden: int, levels: int) -> nn.ModuleList:
     return nn.ModuleList(blocks)
 
 
+# The authors' published `model_pm` files: {"net_param": the RNN's state dict}, in this model's names; the
+# discriminator (`model_d`, names `main.` / `linear.`) is another file, which evaluation does not need.
+OFFICIAL = ReferenceLayout(
+    "official STIP", container="net_param", own=r"discriminator\..*",
+    colour_settings={"channel_order": ("bgr", "the authors trained on frames read by OpenCV, in BGR order")},
+    refuse=((r"(main|linear)\..*", "this is the reference's discriminator checkpoint (model_d); evaluation takes "
+                                   "the predictive model, model_pm"),))
+
+
 @register_predictor("stip")
 class STIP(RecurrentPredictor):
     """STIP (Chang et al. 2022): MGST-AE + STGRU, trained with the LP-loss GAN; official checkpoint layout."""
 
     Config = StipConfig
+    checkpoint_layouts = (OFFICIAL,)
     presets = {
         # configs/{ucfsport,human36m,sjtu4k}_configs.py; sr_size 16, 16 layers x 64, batch 1 throughout.
         "ucf-sports": _paper(patch=2, stop=20_000, total=100_000, eval_batch=4),
@@ -294,18 +306,3 @@ class STIP(RecurrentPredictor):
         unused = [self.merge, *(cell.conv_last for cell in self.cell_list)]
         return unused + ([self.discriminator] if self.discriminator is not None else [])
 
-    # --- official checkpoints ----------------------------------------------------------------------
-    def adapt_checkpoint(self, state: Any) -> Mapping[str, Tensor]:
-        """Also takes the reference's `model_pm` files: {"net_param": the RNN's state dict}."""
-        if not (isinstance(state, dict) and "net_param" in state):
-            return super().adapt_checkpoint(state)
-        weights = dict(state["net_param"])
-        if any(key.startswith(("main.", "linear.")) for key in weights):
-            raise UserError("stip: this is the reference's discriminator checkpoint (model_d); "
-                            "evaluation takes the predictive model, model_pm")
-        if self.spec.channels == 3 and self.config.channel_order != "bgr":
-            raise UserError("stip: official checkpoints were trained on BGR frames (OpenCV); "
-                            "evaluate them with --set stip.channel_order=bgr")
-        if self.discriminator is not None:  # not used to predict: keep what it has
-            weights.update({f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()})
-        return weights

@@ -18,7 +18,8 @@ core/models/model_factory.py, configs/).
   patch_size * sr_size, the BGR option for official weights. Parameter names are the reference `RNN`'s.
 
 Departures from the reference code, towards the paper's intent (`reference_memory=true` restores the code's
-behaviour, which the official checkpoints were trained with):
+behaviour, which the official checkpoints were trained with; loading one through `--checkpoint` sets it, and
+`channel_order=bgr` for colour frames, and says so):
 - Temporal window: the reference appends the same list object of per-layer cell states at every step, so all
   tau entries of its window are C_{t-1}; here the window holds the last tau states.
 - Spatial window at the first step: the reference indexes the memory list with the number of time steps, so
@@ -35,8 +36,8 @@ cell, 739,200 weights) / discriminator at the ucf-sports preset: 122,385,152 / 1
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +49,7 @@ from vpbench.registry import register_predictor
 from vpbench.spec import VideoSpec
 
 from ._adversarial import FrameDiscriminator
+from .stip import OFFICIAL as STIP_OFFICIAL
 from .stip import STIP, StipConfig, _paper, _small
 
 
@@ -120,11 +122,17 @@ def _decoder(prefix: str, hidden: int, levels: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(layers))
 
 
+# The authors' `model_pm` files, as STIP's; their weights also need the code's memory windows.
+OFFICIAL = replace(STIP_OFFICIAL, source="official STRPM", settings={
+    "reference_memory": (True, "the authors' code trained with its own memory windows and residual")})
+
+
 @register_predictor("strpm")
 class STRPM(STIP):
     """STRPM (Chang et al. 2022): three encoders, residual predictive memory, STIP's LP-loss GAN training."""
 
     Config = StrpmConfig
+    checkpoint_layouts = (OFFICIAL,)
     presets = {
         # configs/{ucfsport,human36m,sjtu4k}_configs.py: 16 layers x 128, tau 5, filter 5, patch 8, batch 1,
         # lr 5e-4 / D 5e-5, x0.9 every 2000 iterations; sampling rate 5e-5 / 2e-5 / 5e-5 (stop 20k / 50k / 20k).
@@ -210,12 +218,3 @@ class STRPM(STIP):
     def modules_outside_prediction(self) -> list[nn.Module]:
         unused = [cell.conv_sto for cell in self.cell_list[1:]]
         return unused + ([self.discriminator] if self.discriminator is not None else [])
-
-    def adapt_checkpoint(self, state: Any) -> Mapping[str, Tensor]:
-        """Also takes the reference's `model_pm` files ({"net_param": state dict}), which need the code's
-        memory windows and, for colour frames, BGR order."""
-        if isinstance(state, dict) and "net_param" in state and not (
-                self.config.reference_memory and (self.spec.channels != 3 or self.config.channel_order == "bgr")):
-            raise UserError("strpm: official checkpoints were trained by the reference code on BGR frames; evaluate "
-                            "them with --set strpm.reference_memory=true --set strpm.channel_order=bgr")
-        return super().adapt_checkpoint(state)

@@ -87,3 +87,23 @@ def test_presets_apply_before_user_overrides():
     assert resolve_config(cls, ("no-such-dataset",)).preset is None
     with pytest.raises(UserError, match="has no preset 'kth2'"):
         resolve_config(cls, (), preset="kth2")
+
+
+def test_every_numeric_setting_of_a_builtin_declares_its_rule():
+    """A size, rate or count without a rule would let 0 or -1 through to a traceback deep in a loop."""
+    import dataclasses
+    import typing
+
+    from vpbench.config import declared
+    from vpbench.registry import DATASETS, PREDICTORS
+
+    missing = []
+    for registry in (PREDICTORS, DATASETS):
+        for name, cls in registry.classes().items():
+            for f in dataclasses.fields(cls.Config):
+                tp = typing.get_type_hints(cls.Config)[f.name]
+                args = typing.get_args(tp)
+                numeric = tp in (int, float) or any(a in (int, float) for a in args)
+                if numeric and declared(cls.Config, f.name, "rule") is None:
+                    missing.append(f"{name}.{f.name}")
+    assert not missing, missing

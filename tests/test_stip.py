@@ -378,16 +378,17 @@ def test_cli_trains_and_evaluates_stip_and_evaluates_an_official_checkpoint(tmp_
     trained = [json.loads(line) for line in (run_dir / "train.log").read_text().splitlines()]
     assert {"mse", "lp", "adv", "d_loss", "lr"} <= set(next(e for e in trained if e["event"] == "train"))
 
-    # An official-layout file at the moving-shapes preset (patch 8, sr_size 8 -> 4x4 STGRU grid at 256x256).
+    # An official-layout file at the moving-shapes preset (patch 8, sr_size 8 -> 4x4 STGRU grid at 256x256): its
+    # weights were trained on BGR frames, so loading it sets the colour order, says so and records it.
     pm = random_state(reference_generator_layout(192, 8, 1, 8, 3, (4, 4)))
     torch.save({"net_param": pm}, tmp_path / "model_pm.ckpt-1")
     proc = run_bench("eval", "--models", "stip", "--dataset", "moving-shapes", "--out", "R", *TINY_STIP,
-                     "--checkpoint", "model_pm.ckpt-1", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "channel_order=bgr" in proc.stderr
-    run_bench("eval", "--models", "stip", "--dataset", "moving-shapes", "--out", "R", *TINY_STIP,
-              "--set", "stip.channel_order=bgr", "--checkpoint", "model_pm.ckpt-1", cwd=tmp_path)
+                     "--checkpoint", "model_pm.ckpt-1", cwd=tmp_path)
+    said = " ".join((proc.stdout + proc.stderr).split())  # the console wraps long lines
+    assert "stip: model_pm.ckpt-1: official STIP checkpoint; set channel_order='bgr'" in said
     (given,) = (tmp_path / "R" / "moving-shapes" / "stip").glob("*/result.json")
     record = json.loads(given.read_text())
     assert record["eval"]["checkpoint"] == "model_pm.ckpt-1" and record["train"] is None
+    assert record["config"]["channel_order"] == "bgr" and len(record["eval"]["checkpoint_notes"]) == 2
     assert record["costs"]["params"] == sum(v.numel() for k, v in pm.items()
                                             if not (k.startswith("merge.") or ".conv_last." in k))

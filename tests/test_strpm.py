@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from vpbench.errors import UserError
+from vpbench.foreign import configure, load_into, read_checkpoint
 from vpbench.predictor import count_parameters, create_predictor
+from vpbench.predictors.strpm import STRPM
 from vpbench.recurrent import patchify
 from vpbench.spec import VideoSpec
-from vpbench.training import TrainContext
+from vpbench.training import TrainContext, load_weights
 
 from conftest import MMNIST, tiny
 from reference_counts import Conv, totals
@@ -65,13 +67,22 @@ def reference_strpm_layout(f: int, h: int, layers: int, sr: int, k: int, tau: in
     return out
 
 
-def test_strpm_parameter_names_are_the_reference_layout():
+def test_strpm_parameter_names_are_the_reference_layout(tmp_path):
     model = create_predictor("strpm", VideoSpec(3, 64, 64, 4, 4), preset="moving-shapes", num_layers=3)
     weights = {k: tuple(v.shape) for k, v in model.state_dict().items()
                if k.endswith("weight") and not k.startswith("discriminator.")}
     assert weights == reference_strpm_layout(f=192, h=32, layers=3, sr=8, k=3, tau=3, latent=(1, 1))
-    with pytest.raises(UserError, match="reference_memory=true"):
-        model.adapt_checkpoint({"net_param": {}})
+    # Official files ({"net_param": ...}) need the code's memory windows and BGR frames: loading one into a model
+    # built otherwise names both settings (through `--checkpoint` they are set).
+    torch.save({"net_param": {k: v for k, v in model.state_dict().items() if not k.startswith("discriminator.")}},
+               tmp_path / "model_pm.ckpt-1")
+    with pytest.raises(UserError, match="reference_memory=true --set strpm.channel_order=bgr"):
+        load_weights(model, tmp_path / "model_pm.ckpt-1")
+    checkpoint = read_checkpoint(tmp_path / "model_pm.ckpt-1", STRPM)
+    assert configure(checkpoint, model.spec, {}) == {"reference_memory": True, "channel_order": "bgr"}
+    official = create_predictor("strpm", model.spec, preset="moving-shapes", num_layers=3, reference_memory=True,
+                                channel_order="bgr")
+    load_into(official, checkpoint)
     with pytest.raises(UserError, match="MGST-AE"):
         create_predictor("strpm", MMNIST, preset="moving-digits", mgir=False)
 

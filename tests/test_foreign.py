@@ -1,0 +1,114 @@
+"""Other people's weights (`--checkpoint`, vpbench.foreign): OpenSTL's checkpoints, written by OpenSTL's own code
+(tests/fixtures/openstl/make.py), load strictly and predict what OpenSTL predicted with them; the reference switches
+they need are set, recorded and part of the run's identity; what a file holds besides is dropped and said so."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vpbench import UserError, VideoSpec, create_predictor
+from vpbench.cli import app
+from vpbench.foreign import configure, load_into, read_checkpoint
+from vpbench.registry import PREDICTORS
+from vpbench.result import Result
+from vpbench.training import load_weights
+
+FIXTURES = Path(__file__).parent / "fixtures" / "openstl"
+EXPECTED = torch.load(FIXTURES / "expected.pt", weights_only=True)
+SPEC = VideoSpec(1, 64, 64, 2, 3)  # make.py's CONTEXT, FUTURE, SIZE
+
+
+def seeded_input() -> torch.Tensor:
+    return torch.rand(1, SPEC.context, 1, SPEC.height, SPEC.width, generator=torch.Generator().manual_seed(1))
+
+
+def openstl_model(name: str, **changes):
+    """The vpbench model of fixture `name` with the checkpoint's weights, configured as `configure` does."""
+    expected = EXPECTED[name]
+    cls = PREDICTORS.get(expected["predictor"])
+    checkpoint = read_checkpoint(FIXTURES / f"{name}.ckpt", cls)
+    settings = configure(checkpoint, SPEC, {**expected["settings"], **changes})
+    model = create_predictor(cls, SPEC, **settings).eval()
+    load_into(model, checkpoint)
+    return model, checkpoint
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_openstl_checkpoints_predict_what_openstl_predicted(name):
+    model, checkpoint = openstl_model(name)
+    with torch.no_grad():
+        output = model(seeded_input(), SPEC.future)
+    assert (output - EXPECTED[name]["output"]).abs().max() < 1e-6
+    assert checkpoint.notes[0] == "OpenSTL checkpoint (a Lightning checkpoint's state_dict, 'model.' prefix removed)"
+
+
+# What each OpenSTL model holds that no forward calls, and the settings its weights need.
+DROPPED = {"convlstm": "dropped 4 tensors OpenSTL creates but never calls: cell_list.*.conv_last.weight (x2), "
+                       "cell_list.*.conv_o.*.weight (x2)",
+           "predrnn-pp": "dropped 2 tensors OpenSTL creates but never calls: cell_list.*.conv_o.*.weight (x2)",
+           "mim": "dropped 1 tensor OpenSTL creates but never calls: stlstm_layer_diff.*.conv_last.weight"}
+SWITCHES = {"convlstm": ("forget_bias", 0.0, 1.0), "e3d-lstm": ("reference_cell", True, False)}
+
+
+@pytest.mark.parametrize("name", sorted(SWITCHES))
+def test_a_reference_switch_is_what_makes_the_weights_predict_as_there(name):
+    key, needed, ours = SWITCHES[name]
+    model, checkpoint = openstl_model(name)
+    assert getattr(model.config, key) == needed
+    assert any(n.startswith(f"set {key}={needed!r}: ") for n in checkpoint.notes)
+    # Set otherwise by the user: kept, said so, and the weights predict something else (E3D-LSTM: 0.36 apart).
+    fixed, checkpoint = openstl_model(name, **{key: ours})
+    assert getattr(fixed.config, key) == ours
+    assert any(n.startswith(f"kept {key}={ours!r} as set") for n in checkpoint.notes)
+    with torch.no_grad():
+        assert (fixed(seeded_input(), SPEC.future) - EXPECTED[name]["output"]).abs().max() > 0.05
+    # The Python API loads a reference's weights only into a model built as they need.
+    with pytest.raises(UserError, match=f"--set {name}.{key}="):
+        load_weights(create_predictor(name, SPEC, **EXPECTED[name]["settings"]), FIXTURES / f"{name}.ckpt")
+
+
+def test_bare_state_dicts_are_told_apart_by_the_references_own_names(tmp_path):
+    lightning = torch.load(FIXTURES / "convlstm.ckpt", weights_only=True)["state_dict"]
+    bare = {k.removeprefix("model."): v for k, v in lightning.items()}
+    torch.save(bare, tmp_path / "convlstm.pth")  # OpenSTL's pre-Lightning files: model.state_dict()
+    checkpoint = read_checkpoint(tmp_path / "convlstm.pth", PREDICTORS.get("convlstm"))
+    assert checkpoint.layout is not None and checkpoint.notes[0] == "OpenSTL checkpoint (a bare state dict)"
+    assert DROPPED["convlstm"] in checkpoint.notes
+    # E3D-LSTM's names are OpenSTL's: a bare file is read as vpbench's, with the hint for an OpenSTL one.
+    e3d = {k.removeprefix("model."): v for k, v in torch.load(FIXTURES / "e3d-lstm.ckpt", weights_only=True)
+           ["state_dict"].items()}
+    torch.save(e3d, tmp_path / "e3d.pth")
+    checkpoint = read_checkpoint(tmp_path / "e3d.pth", PREDICTORS.get("e3d-lstm"))
+    assert checkpoint.layout is None and "if it is OpenSTL weights, set reference_cell=True" in checkpoint.notes[0]
+    # A pickled object is refused, not run: weights_only=True stays.
+    torch.save({"state_dict": bare, "hook": Path("x")}, tmp_path / "unsafe.ckpt")
+    with pytest.raises(UserError, match="weights_only=True"):
+        read_checkpoint(tmp_path / "unsafe.ckpt", PREDICTORS.get("convlstm"))
+
+
+CLI_MODELS = {"convlstm": "convlstm", "predrnn-pp": "predrnn-pp", "mim": "mim", "simvp-incepu": "simvp",
+              "e3d-lstm": "e3d-lstm"}
+
+
+def test_bench_eval_loads_openstl_checkpoints_strictly_and_records_what_it_did(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for fixture, predictor in CLI_MODELS.items():
+        sets = [a for k, v in EXPECTED[fixture]["settings"].items() for a in ("--set", f"{predictor}.{k}={v}")]
+        proc = CliRunner().invoke(app, ["eval", "--models", predictor, "--dataset", "moving-digits", "--context", "2",
+                                        "--horizon", "3", "--set", "data.test_size=2", "--out", "R", *sets,
+                                        "--checkpoint", str(FIXTURES / f"{fixture}.ckpt")])
+        assert proc.exit_code == 0, proc.output
+        assert f"{predictor}: {FIXTURES / fixture}.ckpt: OpenSTL checkpoint" in " ".join(proc.output.split())
+        (run,) = (tmp_path / "R" / "moving-digits" / predictor).iterdir()
+        result = json.loads((run / "result.json").read_text())
+        notes = result["eval"]["checkpoint_notes"]
+        assert notes[0].startswith("OpenSTL checkpoint") and (fixture not in DROPPED or DROPPED[fixture] in notes)
+        assert Result.read(run / "result.json").eval.checkpoint_notes == notes
+        identity = json.loads((run / "config.json").read_text())
+        if fixture in SWITCHES:  # the switch is part of what the run is, hence of its id
+            key, needed, _ = SWITCHES[fixture]
+            assert identity["config"][key] == result["config"][key] == needed

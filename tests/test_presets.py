@@ -1,0 +1,89 @@
+"""Presets that cite a reference config equal it: each value below is typed from the cited file (OpenSTL c74deb5's
+configs/, its fork duyhlzu/GMG's, thuml/MotionRNN's script, HKO-7's and CW-VAE's configs, STIPHR's and STRPM's
+configs/<dataset>_configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
+from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
+
+OpenSTL's configs give num_hidden as '128,128,128,128' (num_layers 4 x num_hidden 128), its scheduled sampling as
+sampling_changing_rate 0.00002 (= 1 / sampling_stop_iter 50000) and `sched` ('onecycle' / 'cosine'); the STIP and
+STRPM authors' as sampling_changing_rate = 1 / sampling_stop_iter, lr_decay 0.90 every delay_interval 2000 (lr_gamma,
+lr_step_every), lr_d (d_lr) and D_num_hidden (d_hidden). A batch_size is the file's, per GPU where its comment runs
+it on several (e3d-lstm kth: "bs = 8 x 2GPUs"; mim and e3d-lstm human: "4 x bs4 = bs16"; simvp kth: "2 x 8GPUs").
+"""
+from __future__ import annotations
+
+import pytest
+
+from vpbench.predictor import resolve_config
+
+RNN = dict(num_layers=4, num_hidden=128, filter_size=5, sampling_stop_iter=50_000)
+MMNIST_RNN = dict(RNN, patch_size=4, batch_size=16, lr_schedule="onecycle")
+KTH_RNN = dict(RNN, patch_size=2, batch_size=16, lr=1e-3, lr_schedule="onecycle")
+HUMAN_RNN = dict(RNN, patch_size=4, batch_size=16, lr=1e-4, lr_schedule="cosine")
+V2 = dict(reverse_scheduled_sampling=True, r_sampling_step_1=25_000, r_sampling_step_2=50_000, r_exp_alpha=5_000)
+STIP = dict(num_layers=16, filter_size=5, batch_size=1, lr_gamma=0.9, lr_step_every=2000, d_hidden=64)
+STIP_MODEL = dict(STIP, num_hidden=64, sr_size=16, alpha=0.1, lr=5e-3, d_lr=5e-4)
+STRPM_MODEL = dict(STIP, num_hidden=128, patch_size=8, tau=5, lr=5e-4, d_lr=5e-5)
+
+
+def schedule(max_iterations: int, sampling_stop_iter: int) -> dict:
+    return dict(max_iterations=max_iterations, sampling_stop_iter=sampling_stop_iter)
+
+
+HKO7 = dict(num_filters=(64, 96, 96), first_conv=(16, 3, 1, 1), last_deconv=(16, 3, 1, 1), i2h_kernel=(3, 3, 3),
+            batch_size=4, lr=1e-4, adam_beta1=0.5, grad_clip=1.0, max_iterations=200_000, lr_gamma=0.7,
+            lr_step_every=20_000, val_every=5_000)
+CWVAE = dict(levels=3, tmp_abs_factor=6, enc_dense_embed_size=1000, cell_stoch_size=20, cell_deter_size=200,
+             cell_embed_size=200, batch_size=50, train_length=100)
+
+# (predictor, preset, the file's values, the file)
+CITED = [
+    ("convlstm", "mmnist", dict(MMNIST_RNN, lr=5e-4), "OpenSTL configs/mmnist/ConvLSTM.py"),
+    ("convlstm", "kth-10to20", KTH_RNN, "OpenSTL configs/kth/ConvLSTM.py"),
+    ("convlstm", "human36m-openstl", HUMAN_RNN, "OpenSTL configs/human/ConvLSTM.py"),
+    ("predrnn", "mmnist", dict(MMNIST_RNN, lr=5e-4), "OpenSTL configs/mmnist/PredRNN.py"),
+    ("predrnn", "kth-10to20", KTH_RNN, "OpenSTL configs/kth/PredRNN.py"),
+    ("predrnn", "human36m-openstl", HUMAN_RNN, "OpenSTL configs/human/PredRNN.py"),
+    ("predrnn-pp", "mmnist", dict(MMNIST_RNN, lr=1e-4), "OpenSTL configs/mmnist/PredRNNpp.py"),
+    ("predrnn-pp", "kth-10to20", KTH_RNN, "OpenSTL configs/kth/PredRNNpp.py"),
+    ("predrnn-pp", "human36m-openstl", HUMAN_RNN, "OpenSTL configs/human/PredRNNpp.py"),
+    ("predrnn-v2", "mmnist", dict(MMNIST_RNN, **V2, lr=5e-4, decouple_beta=0.1), "OpenSTL configs/mmnist/PredRNNv2.py"),
+    ("predrnn-v2", "kth-10to20", dict(KTH_RNN, **V2, decouple_beta=0.01), "OpenSTL configs/kth/PredRNNv2.py"),
+    ("predrnn-v2", "human36m-openstl", dict(HUMAN_RNN, **V2, decouple_beta=0.1), "OpenSTL configs/human/PredRNNv2.py"),
+    ("mim", "mmnist", dict(MMNIST_RNN, lr=5e-4), "OpenSTL configs/mmnist/MIM.py"),
+    ("mim", "kth-10to20", dict(KTH_RNN, patch_size=4, lr=1e-4), "OpenSTL configs/kth/MIM.py"),
+    ("mim", "human36m-openstl", dict(HUMAN_RNN, batch_size=4), "OpenSTL configs/human/MIM.py"),
+    ("e3d-lstm", "mmnist", dict(MMNIST_RNN, lr=1e-4, stride=1), "OpenSTL configs/mmnist/E3DLSTM.py"),
+    ("e3d-lstm", "kth-10to20", dict(KTH_RNN, patch_size=8, stride=2, lr=5e-4, batch_size=8),
+     "OpenSTL configs/kth/E3DLSTM.py"),
+    ("e3d-lstm", "human36m-openstl", dict(HUMAN_RNN, patch_size=8, batch_size=4), "OpenSTL configs/human/E3DLSTM.py"),
+    ("simvp", "mmnist", dict(translator="incepu", hid_S=64, hid_T=512, N_T=8, N_S=4, spatio_kernel_enc=3,
+                             spatio_kernel_dec=3, lr=1e-3, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/mmnist/simvp/SimVP_IncepU.py"),
+    ("simvp", "kth-10to20", dict(translator="incepu", hid_S=64, hid_T=256, N_T=4, N_S=2, lr=1e-3, batch_size=8,
+                                 lr_schedule="onecycle"), "OpenSTL configs/kth/simvp/SimVP_IncepU.py"),
+    ("simvp", "human36m-openstl", dict(translator="incepu", hid_S=64, hid_T=512, N_T=6, N_S=4, lr=1e-3, batch_size=16,
+                                       lr_schedule="cosine"), "OpenSTL configs/human/simvp/SimVP_IncepU.py"),
+    ("motionrnn", "mmnist", dict(MMNIST_RNN, lr=3e-4), "duyhlzu/GMG configs/mmnist/MotionRNN.py"),
+    ("motionrnn", "human36m-128", dict(RNN, num_hidden=64, patch_size=4, lr=3e-4, batch_size=8, max_iterations=80_000),
+     "thuml/MotionRNN human_script/MotionRNN_PredRNN_human_train.sh"),
+    ("convgru", "mmnist", dict(HKO7, h2h_kernel=(5, 5, 5), h2h_dilation=(1, 1, 1)),
+     "HKO-7 experiments/movingmnist/configurations/convgru_1_64_1_96_1_96_K5.yml"),
+    ("trajgru", "mmnist", dict(HKO7, links=(13, 13, 13)),
+     "HKO-7 experiments/movingmnist/configurations/trajgru_1_64_1_96_1_96_L13.yml"),
+    ("cwvae", "mmnist", dict(CWVAE, dec_stddev=1.0, lr=3e-4), "cwvae configs/mmnist.yml"),
+    ("cwvae", "mazes", dict(CWVAE, dec_stddev=0.1, lr=3e-4), "cwvae configs/mazes.yml"),
+    ("stip", "ucf-sports", dict(STIP_MODEL, patch_size=2, **schedule(100_000, 20_000)), "STIPHR configs/ucfsport_configs.py"),
+    ("stip", "human36m", dict(STIP_MODEL, patch_size=4, **schedule(100_000, 50_000)), "STIPHR configs/human36m_configs.py"),
+    ("stip", "sjtu4k", dict(STIP_MODEL, patch_size=8, **schedule(40_000, 20_000)), "STIPHR configs/sjtu4k_configs.py"),
+    ("strpm", "ucf-sports", dict(STRPM_MODEL, sr_size=4, **schedule(100_000, 20_000)), "STRPM configs/ucfsport_configs.py"),
+    ("strpm", "human36m", dict(STRPM_MODEL, sr_size=8, **schedule(100_000, 50_000)), "STRPM configs/human36m_configs.py"),
+    ("strpm", "sjtu4k", dict(STRPM_MODEL, sr_size=16, **schedule(40_000, 20_000)), "STRPM configs/sjtu4k_configs.py"),
+]
+ROWS = [(predictor, preset, key, value, source) for predictor, preset, values, source in CITED
+        for key, value in values.items()]
+
+
+@pytest.mark.parametrize("predictor,preset,key,value,source", ROWS,
+                         ids=[f"{r[0]}-{r[1]}-{r[2]}" for r in ROWS])
+def test_a_preset_holds_the_value_of_the_config_it_cites(predictor, preset, key, value, source):
+    assert getattr(resolve_config(predictor, preset=preset).config, key) == value, source
