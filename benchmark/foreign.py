@@ -80,7 +80,9 @@ class Checkpoint:
 def read_checkpoint(path: Path, predictor: type[Predictor]) -> Checkpoint:
     """Load `path` and recognise its layout among vpbench's and `predictor.checkpoint_layouts`."""
     state = load_checkpoint(path, "cpu")  # weights_only=True; a file it cannot read is one error line
-    if isinstance(state, dict) and str(state.get("format", "")).startswith("vpbench-checkpoint"):
+    # vpbench's own, or any {"model": state dict} (what `torch.save({"model": m.state_dict()}, f)` writes)
+    if isinstance(state, dict) and (str(state.get("format", "")).startswith("vpbench-checkpoint")
+                                    or _tensors(state.get("model"), path, strict=False)):
         return Checkpoint(Path(path), _tensors(state.get("model"), path), None)
     for layout in predictor.checkpoint_layouts:
         for pattern, why in layout.refuse:

@@ -179,7 +179,7 @@ def _memory_need(resolved: ResolvedConfig, spec: VideoSpec, parameters: int, set
     config = resolved.config
     world = distributed.current().world_size
     samples = (settings.samples or config.eval_samples) if resolved.predictor.stochastic else 1
-    return memory.estimate(spec, parameters, batch_size=-(-getattr(config, "batch_size", 1) // world),
+    return memory.estimate(spec, parameters, batch_size=-(-config.batch_size // world),
                            eval_batch_size=config.eval_batch_size, samples=samples,
                            training=_will_train(resolved.predictor, settings, mode), activations_per_clip=activations)
 

@@ -92,7 +92,8 @@ class MovingMNIST(SplitFolderVideos):
     def generated(self) -> MovingDigits:
         """Clips from the MNIST digits at the native 64x64; `fit` scales them as it does the files."""
         return MovingDigits.create(None, context=self.spec.context, future=self.spec.future, seed=self.config.seed,
-                                   train_size=self.config.train_size, val_size=self.config.val_size, test_size=0,
+                                   train_size=self.config.train_size, val_size=self.config.val_size,
+                                   test_size=1,  # never read: the test clips are the standard file's
                                    mnist_path=str(self.root / MNIST_FOLDER))
 
     def split(self, name: Split) -> Dataset:
