@@ -37,6 +37,11 @@ class Format(str, Enum):
     json = "json"
 
 
+class FigureFormat(str, Enum):
+    svg = "svg"
+    pdf = "pdf"
+
+
 def _split_names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
@@ -259,11 +264,16 @@ def check(names: Optional[List[str]] = typer.Argument(None, help="Predictors to 
 @app.command()
 def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs directory to read."),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report here as well."),
-           format: Format = typer.Option(Format.md, "--format")) -> None:
-    """Tables from every result.json under --runs: one markdown table per dataset and protocol."""
+           format: Format = typer.Option(Format.md, "--format"),
+           figure_format: Optional[FigureFormat] = typer.Option(
+               None, "--figure-format", help="With --out report.md: each figure as this too, beside its PNG.")) -> None:
+    """Tables from every result.json under --runs: one markdown table per dataset and protocol; with --out
+    report.md its figures too (curves, frame strips, detection overlay, cost vs quality)."""
+    from vpbench.reports.figures import figures_section
     from vpbench.reports.tables import write_report
 
-    print(write_report(runs, out, format.value))
+    formats = (figure_format.value,) if figure_format else ()
+    print(write_report(runs, out, format.value, figures=lambda frame, report: figures_section(frame, report, formats)))
 
 
 from vpbench.datasets._commands import app as _data_app  # noqa: E402  (typer only: `bench --help` stays fast)

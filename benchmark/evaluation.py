@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import distributed
+from .keep import KeptFrames
 from .metrics.accumulate import MetricSums
 from .metrics.base import Metric
 from .metrics.frame import FrameMetric
@@ -39,7 +40,7 @@ def rank_share(split: Dataset, stochastic: bool) -> Dataset:
 @torch.no_grad()
 def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precision: Precision = "fp32",
              batch_size: int = 16, workers: int = 0, progress: object | None = None,
-             extra_metrics: Sequence[Metric] = (), samples: int = 1, seed: int = 0) -> dict:
+             extra_metrics: Sequence[Metric] = (), samples: int = 1, seed: int = 0, keep_sequences: int = 0) -> dict:
     """Score `model` on every clip of `split`: the first `context` frames are given, the rest predicted.
 
     Predictions are clamped to [0, 1] before scoring (frames live there; the references clip too).
@@ -51,6 +52,8 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     MSE, MAE, PSNR and SSIM are always measured; `extra_metrics` (LPIPS, detection) see the same clamped
     predictions in the same pass, those with `every_sample` False only the first sample. Every metric's
     per-step and mean figures are returned together; any other block of a metric's (e.g. "detection") as it is.
+    With `keep_sequences`, "kept_frames" holds the frames of that many sequences chosen from `seed` (vpbench.keep;
+    on rank 0, None elsewhere).
     """
     was_training = model.training
     model.eval()
@@ -61,7 +64,9 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     sums = [MetricSums(metric, spec.future, device) for metric in (FrameMetric(), *extra_metrics)]
     generator = torch.Generator(device).manual_seed(seed) if model.stochastic else None
     # A private generator keeps validation from consuming the global RNG that training draws from.
-    loader = DataLoader(rank_share(split, model.stochastic), batch_size=batch_size, shuffle=False,
+    share = rank_share(split, model.stochastic)
+    keep = KeptFrames.for_split(len(split), share, keep_sequences, seed, spec.context, spec.future)
+    loader = DataLoader(share, batch_size=batch_size, shuffle=False,
                         num_workers=workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(0))
     forward_seconds = 0.0
@@ -80,6 +85,7 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
         prediction = prediction.float().clamp(0, 1)  # [B, N, T, C, H, W]
         for metric_sums in sums:
             metric_sums.add(prediction, target)
+        keep.add(context, target, prediction)
         if progress is not None:
             progress.advance(clip.shape[0])
     model.train(was_training)
@@ -95,4 +101,5 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
         if model.stochastic and summary.best_of_samples is not None:
             _merge(result["best_of_samples"], summary.best_of_samples)
     result["forward_seconds"] = forward_seconds
+    result["kept_frames"] = keep.gather()  # collective, like the summaries
     return result

@@ -6,7 +6,7 @@ import datetime as _dt
 import os
 import platform
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,11 +14,12 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from . import __version__, distributed
-from .config import Overrides, config_to_dict, identity_dict
+from .config import EvalConfig, Overrides, config_to_dict, identity_dict
 from .acceleration import Execution, prepare_execution, resolve_precision
 from .costs import measure_costs
 from .data import SPLITS, DataProblem, VideoDataset
 from .digest import sha256_file
+from .keep import npz_bytes
 from .errors import UserError
 from .evaluation import evaluate
 from .metrics.suite import MetricSuite
@@ -58,6 +59,7 @@ class RunSettings:
     lpips_weights: Path | None = None  # None: VPBENCH_LPIPS_WEIGHTS, else torchvision's cache under TORCH_HOME
     yolo_weights: str | None = None  # a file or an Ultralytics weights name; None: VPBENCH_YOLO_WEIGHTS, yolov5su.pt
     samples: int | None = None  # per sequence, for stochastic predictors; None: the predictor's `eval_samples`
+    evaluation: EvalConfig = field(default_factory=EvalConfig)  # `--set eval.*`: never part of the run identity
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,7 +138,7 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
     if note is not None:
         console.print(note)
     settings = dataclasses.replace(settings, precision=precision, workers=resolve_workers(settings.workers, device),
-                                   progress=settings.progress and world.is_main)
+                                   progress=settings.progress and world.is_main, evaluation=overrides.eval_config())
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
     metric_suite = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
     results = [_run_one(cls, dataset, overrides, settings, device, mode, metric_suite) for cls in classes]
@@ -165,7 +167,7 @@ def _run_one(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides, 
     checkpoint = _load_weights_for_eval(model, run, settings, device)
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
-    evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint)
+    evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint, run=run)
     # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
     costs = _measure_costs(model, test, settings, device, execution) if world.is_main else Costs({})
     distributed.barrier(patient=True)
@@ -238,16 +240,19 @@ def _load_weights_for_eval(model: Predictor, run: RunDir, settings: RunSettings,
 
 
 def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
-              metric_suite: MetricSuite | None, *, samples: int, checkpoint: str) -> Evaluation:
-    """Score the test split (a prefix of it under --quick) with every metric whose weights are at hand."""
+              metric_suite: MetricSuite | None, *, samples: int, checkpoint: str, run: RunDir) -> Evaluation:
+    """Score the test split (a prefix of it under --quick) with every metric whose weights are at hand; the
+    frames of `eval.keep_sequences` of its sequences go to the run's kept_frames.npz."""
     quick_size = quick_test_sequences(model.spec.future)
     scored = Subset(test, range(min(quick_size, len(test)))) if settings.quick else test
     extra = (metric_suite or MetricSuite()).build(model.spec, device)
     tic = time.perf_counter()
     scores = evaluate(model, scored, device=device, precision=settings.precision,
                       batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics,
-                      samples=samples, seed=settings.seed)
+                      samples=samples, seed=settings.seed, keep_sequences=settings.evaluation.keep_sequences)
     wall_seconds = time.perf_counter() - tic
+    if scores["kept_frames"] is not None:
+        run.write_kept_frames(npz_bytes(scores["kept_frames"]))
     return Evaluation(
         split="test", sequences=scores["sequences"], split_size=len(test),
         whole_split=scores["sequences"] == len(test), checkpoint=checkpoint,
