@@ -35,6 +35,7 @@ class Format(str, Enum):
     md = "md"
     csv = "csv"
     json = "json"
+    html = "html"  # `bench report` only: one self-contained page with the figures
 
 
 class FigureFormat(str, Enum):
@@ -272,6 +273,12 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
     from vpbench.reports.figures import figures_section
     from vpbench.reports.tables import write_report
 
+    if format is Format.html:
+        from vpbench.reports.html import write_html
+
+        page = write_html(runs, out)
+        print(f"wrote {out}" if out is not None else page)
+        return
     formats = (figure_format.value,) if figure_format else ()
     print(write_report(runs, out, format.value, figures=lambda frame, report: figures_section(frame, report, formats)))
 

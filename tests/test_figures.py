@@ -117,6 +117,11 @@ def test_report_of_a_run_links_decodable_figures(tmp_path: Path) -> None:
     assert strip.shape[0] >= rows * DPI * 0.8 and strip.shape[1] >= columns * DPI * 0.8
     assert "no detection overlay: detection was not measured" in (tmp_path / "runs" / "report.md").read_text()
 
+    run_bench("report", "--format", "html", "--out", "page.html", cwd=tmp_path, env=ONE_THREAD)
+    page = (tmp_path / "page.html").read_text()  # self-contained: every figure inline, tables as tables
+    assert page.count('src="data:image/png;base64,') == 3 and "report-figures/" not in page
+    assert page.count("<table>") == 1 and "<td>convlstm†</td>" in page
+
 
 def _long_result(predictor: str, seed: int, stochastic: bool) -> dict:
     steps = np.arange(1, 301)
