@@ -119,7 +119,7 @@ def _save(fig: Figure, stem: Path, formats: tuple[str, ...]) -> list[Path]:
     for fmt in ("png", *formats):
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight")
-        path = stem.with_suffix(f".{fmt}")
+        path = stem.with_name(f"{stem.name}.{fmt}")
         write_bytes_atomic(path, buffer.getvalue())
         paths.append(path)
     return paths
@@ -353,8 +353,9 @@ def draw_strip(kept: list[_Kept], sequence: int, colours: dict[str, str], stem: 
 # ---------------------------------------------------------------------------------------- detection
 
 def _detector_for(kept: list[_Kept], notes: list[str]) -> Callable[[np.ndarray], list[list[tuple]]] | None:
-    """YOLO on uint8 frames [N, H, W, C] -> per frame its boxes (x1, y1, x2, y2, confidence, class name), with the weights file the runs recorded; None
-    (and a note saying why) when detection was not measured or that file is not here as it was."""
+    """YOLO on uint8 frames [N, H, W, C] -> per frame its boxes (x1, y1, x2, y2, confidence, class name), with
+    the weight file the runs recorded; None (and a note saying why) when detection was not measured or that file
+    is not here as it was."""
     from vpbench.digest import sha256_file
     from vpbench.result import Result
 
@@ -436,7 +437,7 @@ def _slug(runs: pd.DataFrame) -> str:
     lengths = f"{first['context']}to{first['future']}"
     protocol = first["protocol"] + ("" if first["protocol"] == lengths else f"_{lengths}")
     text = f"{first['dataset']}_{protocol}_{first['height']}x{first['width']}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text)
 
 
 def protocol_figures(runs: pd.DataFrame, colours: dict[str, str], folder: Path,

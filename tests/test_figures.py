@@ -182,6 +182,21 @@ def test_runs_without_kept_frames_or_costs_are_left_out_with_a_note(tmp_path: Pa
     assert "convlstm: kept frames unreadable" in write_report(tmp_path, report, figures=figures_section)
 
 
+def test_large_frames_get_a_scaled_strip_and_a_full_resolution_crop_strip(tmp_path: Path) -> None:
+    protocol = {"name": "2to2", "context": 2, "future": 2, "height": 600, "width": 800, "channels": 3}
+    clip = torch.rand(1, 4, 3, 600, 800)
+    for predictor in ("convlstm", "copy-last"):
+        keep = KeptFrames.for_split(1, range(1), 1, 0, context=2, future=2)
+        keep.add(clip[:, :2], clip[:, 2:], clip[:, 2:].unsqueeze(1))
+        path = write(tmp_path, result(predictor, protocol=protocol))
+        (path.parent / "kept_frames.npz").write_bytes(npz_bytes(keep.gather()))
+    _, (figures,) = write_figures(load_results(tmp_path)[0], tmp_path / "out" / "report.md")
+    drawn = {d.kind: d for d in figures.drawn}
+    assert drawn["strip"].details["frame_size"] == (384, 512) and drawn["crop strip"].details["frame_size"] == (256, 256)
+    assert drawn["crop strip"].labels == ["ground truth", "convlstm", "copy-last"]
+    assert png(drawn["crop strip"].files[0]).std() > 0
+
+
 def test_detection_overlay_with_the_runs_weights_and_a_note_without_them(tmp_path: Path, yolo_file: Path) -> None:
     """Done-when 3: the boxes YOLO finds on ground-truth and predicted kept frames; when the weight file the
     runs were scored with is gone, the report says so instead."""
