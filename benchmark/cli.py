@@ -5,7 +5,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -270,7 +270,6 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
                None, "--figure-format", help="With --out report.md: each figure as this too, beside its PNG.")) -> None:
     """Tables from every result.json under --runs: one markdown table per dataset and protocol; with --out
     report.md its figures too (curves, frame strips, detection overlay, cost vs quality)."""
-    from vpbench.reports.figures import figures_section
     from vpbench.reports.tables import write_report
 
     if format is Format.html:
@@ -279,8 +278,13 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
         page = write_html(runs, out)
         print(f"wrote {out}" if out is not None else page)
         return
-    formats = (figure_format.value,) if figure_format else ()
-    print(write_report(runs, out, format.value, figures=lambda frame, report: figures_section(frame, report, formats)))
+
+    def figures(frame: Any, report: Path) -> str:  # matplotlib is imported only when figures are written
+        from vpbench.reports.figures import figures_section
+
+        return figures_section(frame, report, (figure_format.value,) if figure_format else ())
+
+    print(write_report(runs, out, format.value, figures=figures))
 
 
 from vpbench.datasets._commands import app as _data_app  # noqa: E402  (typer only: `bench --help` stays fast)
