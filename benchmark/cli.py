@@ -5,7 +5,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -35,6 +35,12 @@ class Format(str, Enum):
     md = "md"
     csv = "csv"
     json = "json"
+    html = "html"  # `bench report` only: one self-contained page with the figures
+
+
+class FigureFormat(str, Enum):
+    svg = "svg"
+    pdf = "pdf"
 
 
 def _split_names(text: str) -> list[str]:
@@ -271,12 +277,29 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
            format: Format = typer.Option(Format.md, "--format"),
            compare_paper: Optional[str] = typer.Option(None, "--compare-paper", help="Also print a paper's "
                                                        "published numbers (stip, openstl, htsrm) beside our runs of "
-                                                       "the same dataset and protocol, marked comparable or not.")) -> None:
-    """Tables from every result.json under --runs: one markdown table per dataset and protocol."""
+                                                       "the same dataset and protocol, marked comparable or not."),
+           figure_format: Optional[FigureFormat] = typer.Option(
+               None, "--figure-format", help="With --out report.md: each figure as this too, beside its PNG.")) -> None:
+    """Tables from every result.json under --runs: one markdown table per dataset and protocol; with --out
+    report.md its figures too (curves, frame strips, detection overlay, cost vs quality)."""
     from vpbench.reports.tables import write_report
 
+    if format is Format.html:
+        if compare_paper is not None:
+            raise UserError("--compare-paper prints markdown tables: use --format md")
+        from vpbench.reports.html import write_html
+
+        page = write_html(runs, out)
+        print(f"wrote {out}" if out is not None else page)
+        return
+
+    def figures(frame: Any, report: Path) -> str:  # matplotlib is imported only when figures are written
+        from vpbench.reports.figures import figures_section
+
+        return figures_section(frame, report, (figure_format.value,) if figure_format else ())
+
     if compare_paper is None:
-        print(write_report(runs, out, format.value))
+        print(write_report(runs, out, format.value, figures=figures))
         return
     from vpbench.reports.papers import compare_paper as beside_paper, published_tables
     from vpbench.reports.tables import load_results
@@ -285,7 +308,7 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
     if format is not Format.md:
         raise UserError("--compare-paper prints markdown tables: use --format md")
     published_tables(compare_paper)  # an unknown paper fails before any file is read
-    text = write_report(runs, out, "md") + "\n" + beside_paper(load_results(runs)[0], compare_paper)
+    text = write_report(runs, out, "md", figures=figures) + "\n" + beside_paper(load_results(runs)[0], compare_paper)
     if out is not None:
         write_text_atomic(out, text)
     print(text)

@@ -133,6 +133,16 @@ class StochasticConfig(TrainConfig):
     eval_samples: int = setting(1, "samples drawn per test sequence (--samples overrides it)", COUNT)
 
 
+@dataclass
+class EvalConfig:
+    """Settings of the test evaluation that are not a predictor's (`--set eval.key=value`, an `eval:` section).
+    None of them changes a score, so none enters the run identity: an existing result is kept (--force redoes it)."""
+
+    keep_sequences: int = bookkeeping(4, "test sequences whose frames are kept beside result.json for the report's "
+                                         "figures (the same ones for every predictor of a protocol); 0: none",
+                                 NON_NEGATIVE)
+
+
 @dataclass(frozen=True)
 class FieldDoc:
     name: str
@@ -305,21 +315,29 @@ def shrink_schedule(config: C) -> C:
 
 @dataclass
 class Overrides:
-    """Parsed `--set` / `--config` options: global predictor keys, per-predictor keys, dataset keys."""
+    """Parsed `--set` / `--config` options: global predictor keys, per-predictor keys, dataset keys, eval keys."""
 
     everyone: dict[str, Any] = field(default_factory=dict)
     per_predictor: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, other: "Overrides") -> "Overrides":
         per = {k: dict(v) for k, v in self.per_predictor.items()}
         for name, values in other.per_predictor.items():
             per.setdefault(name, {}).update(values)
-        return Overrides({**self.everyone, **other.everyone}, per, {**self.dataset, **other.dataset})
+        return Overrides({**self.everyone, **other.everyone}, per, {**self.dataset, **other.dataset},
+                         {**self.evaluation, **other.evaluation})
+
+    def eval_config(self) -> EvalConfig:
+        config = apply_overrides(EvalConfig(), self.evaluation, "eval settings")
+        check_rules(config, "eval settings", dict.fromkeys(self.evaluation, "--set eval.KEY or --config"))
+        return config
 
 
 def parse_set_options(items: list[str], predictor_names: set[str]) -> Overrides:
-    """`key=v` sets a key for every predictor, `convlstm.key=v` for one, `data.key=v` for the dataset."""
+    """`key=v` sets a key for every predictor, `convlstm.key=v` for one, `data.key=v` for the dataset, `eval.key=v`
+    for the test evaluation (EvalConfig)."""
     out = Overrides()
     for item in items:
         key, sep, value = item.partition("=")
@@ -331,7 +349,8 @@ def parse_set_options(items: list[str], predictor_names: set[str]) -> Overrides:
 
 
 def load_config_file(path: str | Path, predictor_names: set[str]) -> Overrides:
-    """YAML: top-level keys for every predictor, `<predictor>:` mappings for one, `data:` for the dataset."""
+    """YAML: top-level keys for every predictor, `<predictor>:` mappings for one, `data:` for the dataset, `eval:`
+    for the test evaluation."""
     path = Path(path)
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -351,13 +370,17 @@ def load_config_file(path: str | Path, predictor_names: set[str]) -> Overrides:
     for key, value in content.items():
         key = str(key)
         if isinstance(value, dict):
-            if key != "data" and key not in predictor_names:
-                raise UserError(f"config file {path}: section {key!r} is neither 'data' nor a registered predictor")
+            if key not in _SCOPES and key not in predictor_names:
+                raise UserError(f"config file {path}: section {key!r} is neither 'data' nor a registered predictor "
+                                "(nor 'eval')")
             for sub_key, sub_value in value.items():
                 _place(out, f"{key}.{sub_key}", sub_value, predictor_names, f"config file {path}")
         else:
             _place(out, key, value, predictor_names, f"config file {path}")
     return out
+
+
+_SCOPES = ("data", "eval")  # reserved: a predictor cannot be named either
 
 
 def _place(out: Overrides, key: str, value: Any, predictor_names: set[str], where: str) -> None:
@@ -366,7 +389,9 @@ def _place(out: Overrides, key: str, value: Any, predictor_names: set[str], wher
         out.everyone[key] = value
     elif scope == "data":
         out.dataset[rest] = value
+    elif scope == "eval":
+        out.evaluation[rest] = value
     elif scope in predictor_names:
         out.per_predictor.setdefault(scope, {})[rest] = value
     else:
-        raise UserError(f"{where}: {scope!r} is neither 'data' nor a registered predictor")
+        raise UserError(f"{where}: {scope!r} is neither 'data' nor a registered predictor (nor 'eval')")

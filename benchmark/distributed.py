@@ -129,6 +129,16 @@ def broadcast_object(value: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def gather_to_main(value: Any) -> list[Any] | None:
+    """Every rank's `value` (picklable), in rank order, on rank 0; None on the others. Over the gloo group, so
+    that CPU objects travel under nccl too."""
+    if not _world.several:
+        return [value]
+    box: list[Any] | None = [None] * _world.world_size if _world.is_main else None
+    dist.gather_object(value, box, dst=0, group=_patient_group)
+    return box
+
+
 def _die_with_launcher() -> None:
     """Ask Linux to kill this rank when its launcher dies. torchrun starts each rank in a session of its own,
     so killing the launcher's process group (Ctrl-C in a terminal does not reach ranks this way, a SIGKILL of

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import distributed
+from .keep import KeptFrames
 from .metrics.accumulate import MetricSums, Summary
 from .metrics.base import Metric
 from .metrics.conventions import Convention, ConventionMetric
@@ -41,7 +42,7 @@ def rank_share(split: Dataset, stochastic: bool) -> Dataset:
 def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precision: Precision = "fp32",
              batch_size: int = 16, workers: int = 0, progress: object | None = None,
              extra_metrics: Sequence[Metric] = (), samples: int = 1, seed: int = 0,
-             conventions: Sequence[Convention] = ()) -> dict:
+             conventions: Sequence[Convention] = (), keep_sequences: int = 0) -> dict:
     """Score `model` on every clip of `split`: the first `context` frames are given, the rest predicted.
 
     Predictions are clamped to [0, 1] before scoring (frames live there; OpenSTL and STIP clip too, while
@@ -56,6 +57,8 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     per-step and mean figures are returned together; any other block of a metric's (e.g. "detection") as it is.
     Each of `conventions` (a reference's way of scoring, metrics/conventions.py) is scored in the same pass
     and returned apart, under "conventions" -> name -> its own per-step, mean and best of N figures.
+    With `keep_sequences`, "kept_frames" holds the frames of that many sequences chosen from `seed` (vpbench.keep;
+    on rank 0, None elsewhere).
     """
     was_training = model.training
     model.eval()
@@ -67,7 +70,9 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     convention_sums = {c.name: MetricSums(ConventionMetric(c), spec.future, device) for c in conventions}
     generator = torch.Generator(device).manual_seed(seed) if model.stochastic else None
     # A private generator keeps validation from consuming the global RNG that training draws from.
-    loader = DataLoader(rank_share(split, model.stochastic), batch_size=batch_size, shuffle=False,
+    share = rank_share(split, model.stochastic)
+    keep = KeptFrames.for_split(len(split), share, keep_sequences, seed, spec.context, spec.future)
+    loader = DataLoader(share, batch_size=batch_size, shuffle=False,
                         num_workers=workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(0))
     forward_seconds = 0.0
@@ -90,6 +95,7 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
         prediction = output.clamp(0, 1)
         for metric_sums in (*sums, *convention_sums.values()):
             metric_sums.add(prediction if metric_sums.metric.clipped else output, target)
+        keep.add(context, target, prediction)
         if progress is not None:
             progress.advance(clip.shape[0])
     model.train(was_training)
@@ -109,6 +115,7 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
         result["conventions"] = {c.name: _convention_figures(c, by_convention[c.name], model.stochastic)
                                  for c in conventions}
     result["forward_seconds"] = forward_seconds
+    result["kept_frames"] = keep.gather()  # collective, like the summaries
     return result
 
 

@@ -6,7 +6,7 @@ import datetime as _dt
 import os
 import platform
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,11 +15,12 @@ from rich.markup import escape
 from torch.utils.data import Dataset, Subset
 
 from . import __version__, distributed, memory
-from .config import Overrides, config_to_dict, identity_dict
+from .config import EvalConfig, Overrides, config_to_dict, identity_dict
 from .acceleration import Execution, prepare_execution, resolve_precision
 from .costs import measure_costs
 from .data import SPLITS, DataProblem, VideoDataset
 from .digest import sha256_file
+from .keep import npz_bytes
 from .errors import UserError
 from .evaluation import evaluate
 from .foreign import Checkpoint, configure, describe, load_into, read_checkpoint
@@ -65,6 +66,7 @@ class RunSettings:
     # Reference metric conventions scored besides vpbench's (metrics/conventions.py); not part of the run's
     # identity: they change how the same predictions are scored, not what is trained or predicted.
     conventions: tuple[str, ...] = ()
+    evaluation: EvalConfig = field(default_factory=EvalConfig)  # `--set eval.*`: never part of the run identity
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,7 +146,7 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
     if note is not None:
         console.print(note)
     settings = dataclasses.replace(settings, precision=precision, workers=resolve_workers(settings.workers, device),
-                                   progress=settings.progress and world.is_main)
+                                   progress=settings.progress and world.is_main, evaluation=overrides.eval_config())
     # Every value of every predictor is checked, and every model's construction and memory, before any work:
     # the last predictor's bad setting must not surface after the first one has trained for hours.
     # A given checkpoint is read here too: one that does not load fails before any run is touched.
@@ -246,7 +248,8 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
     evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint,
-                           conventions=conventions, checkpoint_notes=given.notes if given is not None else [])
+                           run=run, conventions=conventions,
+                           checkpoint_notes=given.notes if given is not None else [])
     # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
     costs = _measure_costs(model, test, settings, device, execution) if world.is_main else Costs({})
     distributed.barrier(patient=True)
@@ -323,17 +326,21 @@ def _load_weights_for_eval(model: Predictor, run: RunDir, device: torch.device, 
 
 
 def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
-              metric_suite: MetricSuite | None, *, samples: int, checkpoint: str,
+              metric_suite: MetricSuite | None, *, samples: int, checkpoint: str, run: RunDir,
               conventions: tuple[Convention, ...] = (), checkpoint_notes: list[str] | None = None) -> Evaluation:
-    """Score the test split (a prefix of it under --quick) with every metric whose weights are at hand."""
+    """Score the test split (a prefix of it under --quick) with every metric whose weights are at hand; the
+    frames of `eval.keep_sequences` of its sequences go to the run's kept_frames.npz."""
     quick_size = quick_test_sequences(model.spec.future)
     scored = Subset(test, range(min(quick_size, len(test)))) if settings.quick else test
     extra = (metric_suite or MetricSuite()).build(model.spec, device)
     tic = time.perf_counter()
     scores = evaluate(model, scored, device=device, precision=settings.precision,
                       batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics,
-                      samples=samples, seed=settings.seed, conventions=conventions)
+                      samples=samples, seed=settings.seed, conventions=conventions,
+                      keep_sequences=settings.evaluation.keep_sequences)
     wall_seconds = time.perf_counter() - tic
+    if scores["kept_frames"] is not None:
+        run.write_kept_frames(npz_bytes(scores["kept_frames"]))
     return Evaluation(
         split="test", sequences=scores["sequences"], split_size=len(test),
         whole_split=scores["sequences"] == len(test), checkpoint=checkpoint, checkpoint_notes=checkpoint_notes or None,

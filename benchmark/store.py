@@ -27,6 +27,7 @@ except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 from .errors import UserError
+from .keep import FILENAME as KEPT_FRAMES
 from .result import Result
 
 
@@ -64,6 +65,10 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def save_checkpoint_atomic(path: Path, obj: dict) -> None:
@@ -126,6 +131,10 @@ class RunDir:
     def best_checkpoint(self) -> Path:
         return self.path / "checkpoints" / "best.pt"
 
+    @property
+    def kept_frames_path(self) -> Path:
+        return self.path / KEPT_FRAMES  # the report finds it beside result.json
+
     def prepare(self, force: bool) -> None:
         if not self.writes:
             return
@@ -181,6 +190,11 @@ class RunDir:
     def write_result(self, result: Result) -> None:
         if self.writes:
             write_json_atomic(self.result_path, result.to_dict())
+
+    def write_kept_frames(self, data: bytes) -> None:
+        """The report's frames (vpbench.keep), written before result.json: a result implies its frames."""
+        if self.writes:
+            write_bytes_atomic(self.kept_frames_path, data)
 
     def save_checkpoint(self, path: Path, state: dict) -> None:
         if self.writes:

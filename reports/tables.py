@@ -467,11 +467,13 @@ def _markdown(frame: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------- writing
 
 def write_report(runs_dir: Path, out: Path | None = None, fmt: Format = "md",
-                 on_warning: Callable[[str], None] | None = None) -> str:
+                 on_warning: Callable[[str], None] | None = None,
+                 figures: Callable[[pd.DataFrame, Path], str] | None = None) -> str:
     """Load every result under `runs_dir`, render it, write it to `out` (atomically) if given, return it.
 
     Each unreadable file is passed to `on_warning` (default: printed to stderr) and, in markdown,
-    listed under the tables.
+    listed under the tables. `figures` (vpbench.reports.figures.figures_section: `bench report` passes it)
+    writes a markdown `out`'s figures beside it and returns the section that links them.
     """
     frame, warnings = load_results(runs_dir)
     for warning in warnings:
@@ -484,9 +486,10 @@ def write_report(runs_dir: Path, out: Path | None = None, fmt: Format = "md",
     text = render(frame, fmt)
     if out is not None:
         out = Path(out)
-        write_text_atomic(out, text)
-        if fmt == "md":  # the figures' data: every run's whole per-step curves
+        if fmt == "md":  # the figures' data: every run's whole per-step curves; then the figures
             write_text_atomic(curves_path(out), curves(frame).to_csv(index=False))
+            text += figures(frame, out) if figures is not None else ""
+        write_text_atomic(out, text)
     return text
 
 

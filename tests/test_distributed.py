@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,7 +81,8 @@ def test_evaluating_fixed_weights_on_two_ranks_equals_one_rank(tmp_path):
     torch.save({"model": model.state_dict()}, tmp_path / "weights.pt")
     # 7 sequences: 4 + 3 on two ranks, in batches of 2 (so the ranks' batches differ from one process's too)
     args = ["eval", "--models", "convlstm", "--dataset", "moving-digits", "--preset", "tiny", "--checkpoint",
-            "weights.pt", *SMALL_DATA, "--set", "data.test_size=7", "--set", "eval_batch_size=2"]
+            "weights.pt", *SMALL_DATA, "--set", "data.test_size=7", "--set", "eval_batch_size=2",
+            "--set", "eval.keep_sequences=5"]  # 5 of 7: frames kept on both ranks
     bench_in(1, *args, "--out", "one", cwd=tmp_path)
     bench_in(2, *args, "--out", "two", cwd=tmp_path)
     one = json.loads((only_run(tmp_path / "one" / "moving-digits" / "convlstm") / "result.json").read_text())
@@ -89,6 +91,11 @@ def test_evaluating_fixed_weights_on_two_ranks_equals_one_rank(tmp_path):
     assert one["eval"]["sequences"] == two["eval"]["sequences"] == 7
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert_metrics_close(one["eval"], two["eval"], atol=1e-6, metrics=("psnr", "ssim", "mse", "mae"))
+    kept = [np.load(only_run(tmp_path / out / "moving-digits" / "convlstm") / "kept_frames.npz")
+            for out in ("one", "two")]
+    assert len(kept[0]["indices"]) == 5 and (kept[0]["indices"] == kept[1]["indices"]).all()
+    for name in ("context", "target", "prediction"):  # rank 0 gathered the other rank's sequences in place
+        assert np.abs(kept[0][name].astype(int) - kept[1][name].astype(int)).max() <= 1, name
 
 
 def test_a_rank_with_no_sequence_to_score_still_takes_part(tmp_path):

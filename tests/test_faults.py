@@ -206,6 +206,8 @@ BATTERY = [
     ("an even kernel", [*TINY_CONVLSTM, "--set", "filter_size=4"], ["filter_size=4 must be an odd number"]),
     ("data.test_size=0", [*TINY_CONVLSTM, "--set", "data.test_size=0"], ["moving-digits: test_size=0 must be >= 1"]),
     ("data.train_size=0", [*TINY_CONVLSTM, "--set", "data.train_size=0"], ["train_size=0 must be >= 1"]),
+    ("eval.keep_sequences=-1", [*TINY_CONVLSTM, "--set", "eval.keep_sequences=-1"],
+     ["eval settings: keep_sequences=-1 must be >= 0"]),
     ("a frame no memory holds", [*TINY_CONVLSTM, "--set", "data.height=1000000"],
      ["frames 1000000x64x1", "the run needs at least", "available"]),
     ("an unknown predictor", ["--models", "nosuch", "--dataset", "moving-digits"], ["unknown predictor 'nosuch'"]),
