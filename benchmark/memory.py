@@ -3,19 +3,17 @@ cannot hold ends with one line instead of the kernel's out-of-memory kill minute
 
 The estimate adds what is certain to be allocated: the clips of one training batch and of one evaluation batch
 (float32, with the predictions), the weights with their gradients and Adam moments, and the activations a
-training batch keeps for its backward: measured by a dry forward at batch 1 on frames small enough to be
-cheap (the model built for them, at most DRY_CLIP_BYTES a clip), scaled by the frame area and the batch.
+training batch keeps for its backward: the tensors a dry forward at batch 1 saves for it, on frames small
+enough to be cheap (the model built for them, at most DRY_CLIP_BYTES a clip), scaled by frame area and batch.
 It is an estimate of the least the run needs: the run is refused only when even that does not fit.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
 
-from .costs import peak_memory
 from .errors import UserError
 from .predictor import ResolvedConfig
 from .spec import VideoSpec
@@ -103,40 +101,41 @@ def smaller_specs(spec: VideoSpec) -> Iterator[VideoSpec]:
 
 
 def activations_per_clip(resolved: ResolvedConfig, spec: VideoSpec, device: torch.device) -> int | None:
-    """Memory a batch-1 forward with gradients holds at its peak beyond the weights (what a training step's
-    backward keeps), measured on the first cheap frame size the model accepts and scaled to `spec`'s frame
-    area: the CUDA allocator's peak, or on a CPU the rise of the process's peak RSS. The model is built for the
-    measurement and dropped, under a forked RNG, so the run that follows is the one it would have been
-    without it. None where it cannot be measured."""
+    """Bytes of the tensors a batch-1 forward with gradients saves for its backward (what a training step holds
+    at its peak besides the weights), counted on the first cheap frame size the model accepts and scaled to
+    `spec`'s frame area. Counted through autograd's saved-tensor hooks, each storage once and the weights left
+    out: the same number on every device and at every call, whatever the allocator keeps. The model is built
+    for the count and dropped, under a forked RNG, so the run that follows is the one it would have been
+    without it. None when no size is accepted."""
     for small in smaller_specs(spec):
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             try:
                 model = resolved.build(small).to(device).eval()
             except UserError:  # e.g. patches that do not divide this size: try a smaller one
                 continue
-            measured = _dry_forward(model, device)
-        del model
-        if measured is None:
-            return None
-        return round(measured * (spec.height * spec.width) / (small.height * small.width))
+            saved = _saved_bytes(model, device)
+        return round(saved * (spec.height * spec.width) / (small.height * small.width))
     return None
 
 
-def _dry_forward(model: torch.nn.Module, device: torch.device) -> int | None:
+def _saved_bytes(model: torch.nn.Module, device: torch.device) -> int:
     spec = model.spec
     clip = torch.zeros(1, spec.context, spec.channels, spec.height, spec.width, device=device)
-    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else _rss()
-    with torch.enable_grad(), peak_memory(device) as peak:
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, torch.Tensor] = {}  # held until the count ends, so that no address is reused meanwhile
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights and storage.data_ptr() not in seen:
+            seen[storage.data_ptr()] = tensor
+            total += storage.nbytes()
+        return tensor
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         prediction = model(clip, spec.future)
-        del prediction
-    reset = device.type == "cuda" or "since the process started" not in peak.get("peak_memory_kind", "")
-    if peak.get("peak_memory_bytes") is None or before is None or not reset:
-        return None
-    return max(0, peak["peak_memory_bytes"] - before)
+        total += prediction.untyped_storage().nbytes()
+    return total
 
 
-def _rss() -> int | None:
-    with contextlib.suppress(OSError, StopIteration):
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
-    return None

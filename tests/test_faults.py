@@ -284,3 +284,23 @@ def test_a_full_disk_leaves_the_previous_file_and_no_temporary_one(tmp_path, mon
         write_json_atomic(target, {"new": True})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
     assert json.loads(target.read_text()) == {"old": True}
+
+
+def test_the_activation_count_is_repeatable_and_scales_with_the_frame_area():
+    from dataclasses import replace
+
+    from vpbench import memory
+    from vpbench.predictor import resolve_config
+    from vpbench.registry import DATASETS
+
+    spec = DATASETS.get("moving-digits").create(None).spec
+    resolved = resolve_config("convlstm", preset="tiny")
+    cpu = torch.device("cpu")
+    first = memory.activations_per_clip(resolved, spec, cpu)
+    assert first > 0 and memory.activations_per_clip(resolved, spec, cpu) == first
+    # a frame too large to try is counted on a smaller one and scaled by the area: close to a direct count
+    large = replace(spec, height=2048)
+    assert memory.clip_bytes(large) > memory.DRY_CLIP_BYTES
+    torch.manual_seed(0)
+    direct = memory._saved_bytes(resolved.build(large).eval(), cpu)
+    assert memory.activations_per_clip(resolved, large, cpu) == pytest.approx(direct, rel=0.05)
