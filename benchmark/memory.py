@@ -5,7 +5,10 @@ The estimate adds what is certain to be allocated: the clips of one training bat
 (float32, with the predictions), the weights with their gradients and Adam moments, and the activations a
 training batch keeps for its backward: the tensors a dry forward at batch 1 saves for it, on frames small
 enough to be cheap (the model built for them, at most DRY_CLIP_BYTES a clip), scaled by frame area and batch.
-It is an estimate of the least the run needs: the run is refused only when even that does not fit.
+It is an estimate of the least the run needs: the run is refused only when even that does not fit, and warned
+about when it takes over half the free memory. What it leaves out is real: the backward's gradient buffers and
+the allocator's slack. A ConvLSTM training step (tiny preset, batch 4, 4096x64 and 16384x64 frames) peaked at
+1.8-2.0x the estimate above the process's start, so a run the estimate puts near the limit may not fit.
 """
 from __future__ import annotations
 
@@ -75,14 +78,21 @@ def estimate(spec: VideoSpec, parameters: int, *, batch_size: int, eval_batch_si
     return MemoryNeed(parts)
 
 
-def check_fits(need: MemoryNeed, spec: VideoSpec, name: str, device: torch.device, *, batch_size: int) -> None:
-    """Refuse the run in one line when `need` exceeds the free memory."""
+# Above this share of the free memory the estimate is a warning: it leaves out the backward's buffers (above).
+WARN_SHARE = 0.5
+
+
+def check_fits(need: MemoryNeed, spec: VideoSpec, name: str, device: torch.device, *, batch_size: int) -> str | None:
+    """Refuse the run in one line when `need` exceeds the free memory; a warning line when it takes over
+    WARN_SHARE of it, else None."""
     free = available_bytes(device)
-    if free is None or need.total <= free[0]:
-        return
-    raise UserError(f"{name}: frames {spec.height}x{spec.width}x{spec.channels}, {spec.length} per clip, batch "
-                    f"{batch_size}: the run needs at least {gib(need.total)} ({need.describe()}), {free[1]}; "
-                    "lower batch_size / eval_batch_size or the frame size (--set data.height=...)")
+    if free is None or need.total <= WARN_SHARE * free[0]:
+        return None
+    what = (f"{name}: frames {spec.height}x{spec.width}x{spec.channels}, {spec.length} per clip, batch {batch_size}: "
+            f"the run needs at least {gib(need.total)} ({need.describe()}), {free[1]}")
+    if need.total <= free[0]:
+        return f"{what}; the backward and the allocator may need up to twice that"
+    raise UserError(f"{what}; lower batch_size / eval_batch_size or the frame size (--set data.height=...)")
 
 
 def smaller_specs(spec: VideoSpec) -> Iterator[VideoSpec]:

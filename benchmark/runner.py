@@ -189,8 +189,8 @@ def _memory_need(resolved: ResolvedConfig, spec: VideoSpec, parameters: int, set
 def _check_before_building(resolved: ResolvedConfig, spec: VideoSpec, settings: RunSettings, device: torch.device,
                            mode: Mode) -> None:
     """The model's own checks (patch size against the frame, ...) on the meta device, which allocates nothing;
-    then the memory the run needs: clips and weights first, then with the activations of a dry forward on small
-    frames (training only). A constructor that cannot run on meta is checked when it is built."""
+    then the memory the run needs (with the activations of a dry forward on small frames when it trains). A
+    constructor that cannot run on meta is checked when it is built."""
     try:
         with torch.device("meta"):
             model = resolved.build(spec)
@@ -200,11 +200,12 @@ def _check_before_building(resolved: ResolvedConfig, spec: VideoSpec, settings: 
         return
     parameters = sum(p.numel() for p in model.parameters())
     name, batch = resolved.predictor.registry_name, resolved.config.batch_size
-    memory.check_fits(_memory_need(resolved, spec, parameters, settings, mode), spec, name, device, batch_size=batch)
-    if _will_train(resolved.predictor, settings, mode):
-        activations = memory.activations_per_clip(resolved, spec, device)
-        need = _memory_need(resolved, spec, parameters, settings, mode, activations)
-        memory.check_fits(need, spec, name, device, batch_size=batch)
+    training = _will_train(resolved.predictor, settings, mode)
+    activations = memory.activations_per_clip(resolved, spec, device) if training else None  # cheap: small frames
+    warning = memory.check_fits(_memory_need(resolved, spec, parameters, settings, mode, activations), spec, name,
+                                device, batch_size=batch)
+    if warning is not None:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
 
 
 def _run_one(resolved: ResolvedConfig, given: Checkpoint | None, dataset: VideoDataset, settings: RunSettings,

@@ -304,3 +304,16 @@ def test_the_activation_count_is_repeatable_and_scales_with_the_frame_area():
     torch.manual_seed(0)
     direct = memory._saved_bytes(resolved.build(large).eval(), cpu)
     assert memory.activations_per_clip(resolved, large, cpu) == pytest.approx(direct, rel=0.05)
+
+
+def test_memory_is_refused_over_the_free_amount_and_warned_about_over_half(monkeypatch):
+    from vpbench import memory
+    from vpbench.spec import VideoSpec
+
+    spec, cpu = VideoSpec(1, 64, 64, 10, 10), torch.device("cpu")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (1000, "this machine has 1000 B available"))
+    assert memory.check_fits(memory.MemoryNeed({"clips": 400}), spec, "p", cpu, batch_size=1) is None
+    warning = memory.check_fits(memory.MemoryNeed({"clips": 600}), spec, "p", cpu, batch_size=1)
+    assert "may need up to twice that" in warning
+    with pytest.raises(UserError, match="needs at least .* 1000 B available; lower batch_size"):
+        memory.check_fits(memory.MemoryNeed({"clips": 1200}), spec, "p", cpu, batch_size=1)
