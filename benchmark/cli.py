@@ -284,9 +284,9 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
     report.md its figures too (curves, frame strips, detection overlay, cost vs quality)."""
     from vpbench.reports.tables import write_report
 
+    if compare_paper is not None and format is not Format.md:
+        raise UserError("--compare-paper prints markdown tables: use --format md")
     if format is Format.html:
-        if compare_paper is not None:
-            raise UserError("--compare-paper prints markdown tables: use --format md")
         from vpbench.reports.html import write_html
 
         page = write_html(runs, out)
@@ -305,8 +305,6 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
     from vpbench.reports.tables import load_results
     from vpbench.store import write_text_atomic
 
-    if format is not Format.md:
-        raise UserError("--compare-paper prints markdown tables: use --format md")
     published_tables(compare_paper)  # an unknown paper fails before any file is read
     text = write_report(runs, out, "md", figures=figures) + "\n" + beside_paper(load_results(runs)[0], compare_paper)
     if out is not None:
