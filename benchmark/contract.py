@@ -228,6 +228,7 @@ def check_rollout(subject: Subject) -> str:
 
 def check_checkpoint(subject: Subject) -> str:
     saved, fresh = subject.build(seed=0), subject.build(seed=1)
+    saved.fit_statistics(clips().train)  # what it reads from the training split (mean-frame) must be state too
     buffer = io.BytesIO()
     torch.save(saved.state_dict(), buffer)
     buffer.seek(0)

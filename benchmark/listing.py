@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from .config import describe_fields
+from .predictor import Predictor, reads_training_split
 from .registry import DATASETS, PREDICTORS
 
 
@@ -19,13 +20,19 @@ def _settings(config_class: type) -> Iterator[str]:
         yield f"      {d.name:<{width}}  {d.type} = {_value(d.default)}" + (f"  # {about}" if about else "")
 
 
+def _training(cls: type[Predictor]) -> str:
+    if cls.trainable:
+        return "trainable"
+    return "needs no training" + (" (reads the training split's statistics)" if reads_training_split(cls) else "")
+
+
 def predictor_lines(verbose: bool = False) -> Iterator[str]:
     for name, cls in PREDICTORS.classes().items():
         presets = f"  [presets: {', '.join(cls.presets)}]" if cls.presets else ""
         yield f"  {name:<16}{cls.summary()}{presets}"
         if verbose:
             kind = "stochastic" if cls.stochastic else "deterministic"
-            yield f"    {kind}, {'trainable' if cls.trainable else 'needs no training'}; settings (--set {name}.KEY=VALUE):"
+            yield f"    {kind}, {_training(cls)}; settings (--set {name}.KEY=VALUE):"
             yield from _settings(cls.Config)
             for preset, values in cls.presets.items():
                 yield f"    preset {preset}: " + ", ".join(f"{k}={_value(v)}" for k, v in values.items())

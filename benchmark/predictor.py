@@ -31,6 +31,14 @@ class Trainer(Protocol):
     def step(self, name: str = "model") -> None: ...
 
 
+class Clips(Protocol):
+    """Clips [T, C, H, W] by index: a dataset split (the harness) or a stacked tensor [N, T, C, H, W] (the contract)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Tensor: ...
+
+
 class Predictor(nn.Module):
     """A video predictor: `forward(context, future)` maps [B, Tc, C, H, W] in [0, 1] to [B, future, C, H, W]
     in [0, 1]: `future` frames, closed loop (it never sees the frames it predicts).
@@ -44,6 +52,9 @@ class Predictor(nn.Module):
     Config: ClassVar[type] = TrainConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     trainable: ClassVar[bool] = True
+    # A reference that learns nothing (copy-last, mean-frame): what "beats the floor" means on a dataset. Results
+    # record it, and reports never bold its costs, which are nothing to beat (0 parameters, 0 FLOPs).
+    floor: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False  # True: subclass StochasticPredictor
     # The reference implementations' checkpoint files this predictor takes (`--checkpoint`), besides vpbench's
     # own: how they name its tensors and what their weights need (vpbench.foreign).
@@ -84,6 +95,14 @@ class Predictor(nn.Module):
         so MSE would favour barely trained checkpoints."""
         return None
 
+    def fit_statistics(self, train: Clips) -> str | None:
+        """For predictors that need no training (`trainable = False`) but a statistic of the training split
+        (mean-frame: its per-pixel mean frame): read it from `train` into buffers, so that checkpoints carry it.
+        The harness calls this before testing, on every rank alike, unless given weights are scored; it returns
+        what it read, in words, which the result records as the weights scored (`eval.checkpoint`).
+        None (the default): nothing is read."""
+        return None
+
     def optimizer_groups(self) -> dict[str, tuple[list[nn.Parameter], dict[str, Any]]]:
         """Parameters per optimizer name, each with the settings in which it differs from the config
         (e.g. a discriminator's `{"lr": 5e-4}`). The harness builds optimizers and schedules from them."""
@@ -106,6 +125,11 @@ class StochasticPredictor(Predictor):
     def forward(self, context: Tensor, future: int, samples: int | None = None,
                 generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def reads_training_split(cls: type[Predictor]) -> bool:
+    """Whether a predictor that needs no training reads a statistic of the training split (`fit_statistics`)."""
+    return cls.fit_statistics is not Predictor.fit_statistics
 
 
 def check_prediction(model: Predictor, prediction: object, context: Tensor, future: int,

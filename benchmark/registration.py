@@ -21,6 +21,8 @@ def check_predictor(name: str, cls: Any) -> None:
         raise UserError(f"{where}: {cls!r} is not a subclass of vpbench.Predictor")
     if cls.forward is Predictor.forward:
         raise UserError(f"{where}: {cls.__qualname__} does not define forward(context, future)")
+    if cls.floor and cls.trainable:  # a floor's costs are never bolded: it must not be a model that learns
+        raise UserError(f"{where}: a floor learns nothing; set trainable = False or floor = False")
     base = StochasticConfig if cls.stochastic else TrainConfig
     defaults = check_config_class(cls.Config, base, where)
     check_rules(defaults, f"{where}: the Config defaults")

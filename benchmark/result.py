@@ -18,6 +18,8 @@ from .data import DataProblem, Protocol
 
 SCHEMA = 1  # the result.json layout this vpbench writes and reads; bump it when a key changes meaning
 
+# What `eval.checkpoint` says of a predictor that needs no training and reads nothing (copy-last).
+NEEDS_NO_TRAINING = "none (needs no training)"
 _OPTIONAL = {"optional": True}  # field metadata: the key is left out of result.json when the value is None
 
 
@@ -362,15 +364,27 @@ class Result:
     # Processes that trained and scored the run (torchrun); not part of its identity: the numbers do not
     # depend on it. None: written before several processes existed (one process).
     world_size: int | None = None
+    # Whether the predictor is a floor (Predictor.floor: it learns nothing, its costs are nothing to beat).
+    # None: written before vpbench recorded it; `is_floor` then infers it.
+    floor: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
+
+    @property
+    def is_floor(self) -> bool:
+        """The recorded flag; in a result written before it, whether the predictor needed no training and read
+        nothing: the only such built-in then was the copy-last floor."""
+        if self.floor is not None:
+            return self.floor
+        return self.train is None and self.eval.checkpoint == NEEDS_NO_TRAINING
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.schema, "run_id": self.run_id, **self.identity.to_dict(), "created": self.created,
                 "versions": self.versions.to_dict(), "train": None if self.train is None else self.train.to_dict(),
                 "eval": self.eval.to_dict(), "costs": self.costs.to_dict(),
                 **({} if self.data is None else {"data": self.data.to_dict()}),
-                **({} if self.world_size is None else {"world_size": self.world_size}), **self.extra}
+                **({} if self.world_size is None else {"world_size": self.world_size}),
+                **({} if self.floor is None else {"floor": self.floor}), **self.extra}
 
     @classmethod
     def from_dict(cls, data: Any) -> Result:
@@ -388,6 +402,7 @@ class Result:
             eval=Evaluation.from_dict(data.get("eval")), costs=Costs.from_dict(top.required("costs")),
             data=None if data_block is None else DataRecord.from_dict(data_block),
             world_size=top.optional_integer("world_size"),
+            floor=top.flag("floor") if top.data.get("floor") is not None else None,
             extra={k: v for k, v in data.items() if k not in _RESULT_KEYS})
         result.eval.check(identity.protocol.future)
         return result
@@ -404,7 +419,7 @@ class Result:
 
 
 # The keys a result.json has: its own, and its run's identity at the top level.
-_RESULT_KEYS = {"schema", "run_id", "created", "versions", "train", "eval", "costs", "data", "world_size",
+_RESULT_KEYS = {"schema", "run_id", "created", "versions", "train", "eval", "costs", "data", "world_size", "floor",
                 *(f.name for f in fields(Identity))}
 
 

@@ -26,11 +26,11 @@ from .evaluation import evaluate
 from .foreign import Checkpoint, configure, describe, load_into, read_checkpoint
 from .metrics.conventions import CONVENTIONS, Convention, resolve_conventions
 from .metrics.suite import MetricSuite
-from .predictor import Predictor, ResolvedConfig, resolve_config
+from .predictor import Predictor, ResolvedConfig, reads_training_split, resolve_config
 from .progress import console
 from .registry import DATASETS, PREDICTORS
-from .result import (Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result, ResultError, Summary,
-                     TrainRecord, Versions)
+from .result import (NEEDS_NO_TRAINING, Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result,
+                     ResultError, Summary, TrainRecord, Versions)
 from .spec import VideoSpec
 from .store import RunDir
 from .precision import Precision
@@ -245,7 +245,7 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
     if mode == "train":
         console.print(f"{cls.registry_name}: trained, best checkpoint {run.best_checkpoint}")
         return None
-    checkpoint = _load_weights_for_eval(model, run, device, given)
+    checkpoint = _load_weights_for_eval(model, run, device, given, dataset)
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
     evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint,
@@ -310,15 +310,18 @@ def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: RunSe
     return TrainRecord.from_dict(summary.to_dict())
 
 
-def _load_weights_for_eval(model: Predictor, run: RunDir, device: torch.device, given: Checkpoint | None) -> str:
-    """Load the weights to score: given ones, else the run's best on validation; says which, for the result."""
+def _load_weights_for_eval(model: Predictor, run: RunDir, device: torch.device, given: Checkpoint | None,
+                           dataset: VideoDataset) -> str:
+    """Load the weights to score: given ones, else the run's best on validation, else (a predictor that needs no
+    training) the training split's statistic it reads, if any; says which, for the result."""
     if given is not None:
         load_into(model, given)
         if (line := describe(model.registry_name, given)) is not None:
             console.print(line, highlight=False)
         return str(given.path)
-    if not model.trainable:
-        return "none (needs no training)"
+    if not model.trainable:  # a split is read only where it is used: a real dataset's split opens its files
+        read = reads_training_split(type(model)) and model.fit_statistics(dataset.split("train"))
+        return read or NEEDS_NO_TRAINING
     if not run.best_checkpoint.is_file():
         raise UserError(f"{model.registry_name}: no trained checkpoint in {run.path}; "
                         "run `bench train` or `bench run` first")
@@ -377,7 +380,7 @@ def _record(run: RunDir, identity: Identity, model: Predictor, trained: TrainRec
         train=trained, eval=evaluation, costs=costs,
         # files a split lost (corrupt, truncated): counted, never silently dropped
         data=DataRecord({split: sum(p.split == split for p in problems) for split in SPLITS}, problems),
-        world_size=distributed.current().world_size)
+        world_size=distributed.current().world_size, floor=model.floor)
 
 
 def _print_summary(name: str, result: Result, path: Path) -> None:

@@ -12,6 +12,7 @@ class CopyLast(Predictor):
     """Repeats the last context frame; needs no training. A predictor that does not beat it has learned nothing."""
 
     trainable = False
+    floor = True
 
     def forward(self, context: Tensor, future: int) -> Tensor:
         return context[:, -1:].expand(-1, future, -1, -1, -1).contiguous()

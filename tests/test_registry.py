@@ -132,6 +132,8 @@ def test_configs_that_would_silently_misbehave_are_refused():
         registry.register("n")(type("N", (), {}))
     with pytest.raises(UserError, match="does not define forward"):
         registry.register("o")(type("O", (Predictor,), {}))
+    with pytest.raises(UserError, match="a floor learns nothing"):  # reports would never bold its costs
+        registry.register("f")(type("F", (Last,), {"floor": True, "trainable": True}))
     with pytest.raises(UserError, match="name 'a.b' .* is not usable"):
         registry.register("a.b")(Last)
     assert registry.names() == []

@@ -52,6 +52,17 @@ def test_keys_of_a_newer_vpbench_within_the_schema_are_kept() -> None:
     assert Result.from_dict(old).to_dict() == old
 
 
+def test_floor_is_recorded_and_inferred_for_older_results() -> None:
+    # Before the flag, the only predictor that needed no training and read nothing was the copy-last floor.
+    assert {(p.parts[-3], Result.read(p).is_floor) for p in OLD_RESULTS} == {
+        ("copy-last", True), ("convlstm", False), ("cwvae", False)}
+    (copy_last, *_) = [p for p in OLD_RESULTS if "copy-last" in str(p)]
+    recorded = {**json.loads(copy_last.read_text()), "floor": False}
+    assert Result.from_dict(recorded).is_floor is False and Result.from_dict(recorded).to_dict() == recorded
+    with pytest.raises(ResultError, match="floor is not true/false"):
+        Result.from_dict({**recorded, "floor": "yes"})
+
+
 @pytest.mark.parametrize("config", sorted((FIXTURES / "results").rglob("config.json")),
                          ids=lambda p: "/".join(p.parts[-4:-2]))
 def test_the_run_id_of_an_existing_run_is_the_hash_of_its_identity(config: Path) -> None:
