@@ -1,5 +1,5 @@
-"""The floors: mean-frame (the training split's per-pixel mean frame), checked against numpy computations on clips
-the test reads itself."""
+"""The floors: mean-frame (the training split's per-pixel mean frame) and blank (all black), checked against numpy
+computations on clips the test reads itself."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ import torch
 from conftest import run_bench
 from vpbench.predictor import create_predictor
 from vpbench.registry import DATASETS
+from vpbench.spec import VideoSpec
 
 SIZES = dict(train_size=30, val_size=2, test_size=6)
 CONTEXT, FUTURE = 4, 3
@@ -41,6 +42,12 @@ def test_mean_frame_predicts_the_mean_of_evenly_spaced_training_clips(mean_clips
     assert f"of {len(indices)} of 30 training clips" in said
 
 
+def test_blank_predicts_zeros() -> None:
+    model = create_predictor("blank", VideoSpec(3, 8, 8, 2, 4))
+    out = model(torch.rand(2, 2, 3, 8, 8), 4)
+    assert out.shape == (2, 4, 3, 8, 8) and not out.any()
+
+
 def psnr_per_step(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Mean over sequences of each predicted step's PSNR; prediction broadcasts against truth [N, T, C, H, W]."""
     mse = ((np.clip(prediction, 0, 1) - truth) ** 2).mean(axis=(2, 3, 4))
@@ -49,12 +56,12 @@ def psnr_per_step(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def test_bench_run_scores_the_floors_as_numpy_does_and_records_them(tmp_path: Path) -> None:
     sizes = [arg for key, value in SIZES.items() for arg in ("--set", f"data.{key}={value}")]
-    run_bench("run", "--models", "mean-frame", "--dataset", "moving-digits", "--context", str(CONTEXT),
+    run_bench("run", "--models", "mean-frame,blank", "--dataset", "moving-digits", "--context", str(CONTEXT),
               "--horizon", str(FUTURE), *sizes, "--out", "R", cwd=tmp_path, env={"VPBENCH_THREADS": "1"})
     data = digits()
     truth = frames(data.split("test"), list(range(SIZES["test_size"])))[:, CONTEXT:]
     mean = frames(data.split("train"), list(range(SIZES["train_size"]))).mean(axis=(0, 1))
-    for name, prediction in (("mean-frame", mean),):
+    for name, prediction in (("mean-frame", mean), ("blank", np.zeros_like(mean))):
         result = result_of(tmp_path, name)
         assert result["floor"] is True and result["train"] is None and result["costs"]["params"] == 0
         np.testing.assert_allclose(result["eval"]["per_step"]["psnr"], psnr_per_step(prediction, truth), atol=1e-4)
