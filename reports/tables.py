@@ -29,7 +29,7 @@ PROTOCOL_KEYS = ["dataset", "protocol", "context", "future", "height", "width", 
 BASE_COLUMNS = [
     "predictor", "sampling", *PROTOCOL_KEYS, "seed", "quick", "run_id", "preset", "created",
     "split", "sequences", "split_size", "whole_split", "checkpoint",
-    "train_iterations", "best_iteration", "best_val_mse", "train_seconds", "eval_seconds", "left_out_test",
+    "train_iterations", "best_iteration", "best_val_mse", "train_seconds", "eval_seconds", "left_out_test", "floor",
 ]
 # Nested values kept as dicts (json) or JSON strings (csv) so plots can use the per-step curves.
 DICT_COLUMNS = ["per_step", "not_measured", "config", "dataset_config", "versions", "weight_notes"]
@@ -111,6 +111,7 @@ def _rows(result: Result, path: Path) -> list[dict[str, Any]]:
         "best_val_mse": train.best_val_mse, "train_seconds": train.wall_seconds, "eval_seconds": ev.wall_seconds,
         # Files of the test split that could not be read (corrupt, truncated): its rows say so.
         "left_out_test": result.data.left_out.get("test", 0) if result.data else 0,
+        "floor": result.is_floor,  # learns nothing: never bolded in the cost columns
     }
     _add_costs(row, result.costs)
     row.update(not_measured=dict(ev.not_measured), weight_notes=_weight_notes(ev.weights or {}),
@@ -244,7 +245,7 @@ def _plain(value: Any) -> Any:
 
 # Columns of an aggregated row that describe it rather than hold a metric or cost.
 _AGGREGATE_ONLY = {"predictor", "sampling", "curves", "quick", "split", "sequences", "split_size", "whole_split", "left_out_test",
-                   "seeds", "run_ids", "not_measured", "devices", "weight_notes", "memory_kinds"}
+                   "floor", "seeds", "run_ids", "not_measured", "devices", "weight_notes", "memory_kinds"}
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ def _aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         first = group.iloc[0]
         rows.append({
             **{c: first[c] for c in ["predictor", "sampling", "quick", "split", "sequences", "split_size",
-                                     "whole_split", "left_out_test"]},
+                                     "whole_split", "left_out_test", "floor"]},
             "curves": _mean_curves(group["per_step"]),
             **group[numeric].mean(skipna=False).to_dict(),  # one NaN seed makes the mean NaN, not rosier
             "seeds": len(group),
@@ -376,7 +377,9 @@ def _table(runs: pd.DataFrame) -> list[str]:
         measured = rows["not_measured"].map(lambda d: c.metric not in d)
         better = None if c.source == "ms_per_sequence" and len(devices) > 1 else c.better  # not comparable
         better = None if c.source == "peak_memory_bytes" and process_memory else better
-        cells[c.header] = _bold_best(list(cells[c.header]), rows[c.source], measured, better, c.fmt)
+        # A floor's 0 params and 0 FLOPs are not a result to beat: costs are compared among the others only.
+        eligible = measured & ~rows["floor"].astype(bool) if c.metric is None else measured
+        cells[c.header] = _bold_best(list(cells[c.header]), rows[c.source], eligible, better, c.fmt)
         for i in rows.index[~measured]:
             reason = rows.at[i, "not_measured"][c.metric]
             cells.at[i, c.header] = "not measured" + notes.mark(f"{KNOWN.get(c.metric, (c.metric,))[0]} not measured: {reason}")
@@ -388,6 +391,8 @@ def _table(runs: pd.DataFrame) -> list[str]:
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
              *("| " + " | ".join(map(_escape, r)) + " |" for r in body), ""]
     lines += [f"{mark} {text}" for text, mark in notes.marks.items()]
+    if (floor_note := _floor_note(rows, cols)) is not None:
+        lines.append(floor_note)
     if (rows["seeds"] > 1).any():
         lines.append("Rows with seeds > 1 show the mean over those seeds.")
     if any(c.source == "ms_per_sequence" for c in cols) and devices:
@@ -398,6 +403,16 @@ def _table(runs: pd.DataFrame) -> list[str]:
     if int(first["future"]) >= CURVE_TABLE_MIN_FUTURE:
         lines += _curve_table(rows, labels, int(first["future"]))
     return [*lines, ""]
+
+
+def _floor_note(rows: pd.DataFrame, cols: list[_Col]) -> str | None:
+    """Says which rows are floors and that their costs are never bold, where the table has both."""
+    floors = sorted(set(rows.loc[rows["floor"].astype(bool), "predictor"]))
+    costs = [c.header for c in cols if c.metric is None and c.better is not None]
+    if not floors or not costs:
+        return None
+    return (f"Floors ({', '.join(floors)}: they learn nothing) are not bolded in the cost columns ({', '.join(costs)}): "
+            "their costs are no result to beat.")
 
 
 def _protocol_title(run: pd.Series, size: str) -> str:

@@ -64,7 +64,8 @@ def table(md: str) -> dict[str, dict[str, str]]:
 @pytest.fixture
 def two(tmp_path: Path) -> Path:
     write(tmp_path, result("convlstm", psnr=(24.0, 19.0), ssim=(0.95, 0.80), mse=0.004))
-    write(tmp_path, result("copy-last", psnr=(20.0, 15.5), ssim=(0.85, 0.60), mse=0.02, params=0, train=None))
+    write(tmp_path, result("copy-last", psnr=(20.0, 15.5), ssim=(0.85, 0.60), mse=0.02, params=0, train=None,
+                           floor=True))
     return tmp_path
 
 
@@ -83,8 +84,8 @@ def test_two_predictors_give_two_rows_with_first_last_mean(two: Path) -> None:
     assert rows["copy-last"]["PSNR↑ t+2"] == "15.50"
     assert rows["copy-last"]["PSNR↑ mean"] == "17.75"
     assert rows["copy-last"]["SSIM↑ mean"] == "0.7250"
-    assert rows["copy-last"]["params"] == "**0**"
-    assert rows["convlstm"]["params"] == "1.23M"
+    assert rows["copy-last"]["params"] == "0"  # a floor: never bold in a cost column
+    assert rows["convlstm"]["params"] == "1.23M"  # alone among the others: nothing to beat
     assert rows["convlstm"]["seeds"] == "1"
     assert "2 runs read from" in md and str(two) in md
 
@@ -96,8 +97,34 @@ def test_best_is_bold_respecting_orientation_and_only_best(two: Path) -> None:
         assert "**" not in rows["copy-last"][col], col
     assert rows["convlstm"]["MSE↓ mean"] == "**0.004**"
     assert rows["copy-last"]["MSE↓ mean"] == "0.02"
-    # ms/seq tie on the same device: both bold
-    assert rows["convlstm"]["ms/seq"] == rows["copy-last"]["ms/seq"] == "**3.20**"
+
+
+def test_ties_are_all_bold(tmp_path: Path) -> None:
+    write(tmp_path, result("convlstm"))
+    write(tmp_path, result("predrnn"))
+    rows = table(render(load_results(tmp_path)[0], "md"))
+    assert rows["convlstm"]["ms/seq"] == rows["predrnn"]["ms/seq"] == "**3.20**"  # same device, same time
+
+
+def test_floors_are_never_bold_in_cost_columns_but_are_in_quality_columns_they_win(tmp_path: Path) -> None:
+    costs = lambda params, ms, flops: {"params": params, "ms_per_sequence": ms, "flops": flops, "device": "cuda",
+                                       "peak_memory_bytes": 2**20 * ms, "peak_memory_kind": "CUDA allocator peak"}
+    write(tmp_path, result("convlstm", psnr=(20.0, 18.0), costs=costs(1_234_567, 3.0, 5e9)))
+    write(tmp_path, result("predrnn", psnr=(21.0, 18.5), costs=costs(2_000_000, 6.0, 9e9)))
+    write(tmp_path, result("mean-frame", psnr=(22.0, 22.0), train=None, floor=True, costs=costs(0, 0.02, 0)))
+    # written before results recorded the flag: a predictor that needed no training and read nothing
+    write(tmp_path, result("copy-last", psnr=(19.0, 12.0), train=None, costs=costs(0, 0.01, 0),
+                           eval={"checkpoint": "none (needs no training)"}))
+    md = render(load_results(tmp_path)[0], "md")
+    rows = table(md)
+    assert [rows[p]["params"] for p in ("convlstm", "predrnn", "mean-frame", "copy-last")] == \
+        ["**1.23M**", "2.00M", "0", "0"]
+    for column, best in (("ms/seq", "**3.00**"), ("FLOPs", "**5.00G**"), ("peak mem", "**3.0 MiB**")):
+        assert rows["convlstm"][column] == best, column
+        assert "**" not in rows["mean-frame"][column] + rows["copy-last"][column], column
+    assert rows["mean-frame"]["PSNR↑ t+1"] == "**22.00**"  # a floor that truly wins a quality column is bold
+    assert "Floors (copy-last, mean-frame: they learn nothing) are not bolded in the cost columns " \
+           "(params, ms/seq, FLOPs, peak mem)" in md
 
 
 def test_seeds_aggregate_and_other_configs_are_separate_rows(tmp_path: Path) -> None:
