@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal
 
 import pandas as pd
 
+from vpbench.data import SPLITS
 from vpbench.errors import UserError
 from vpbench.metrics.figures import HIGHER_IS_BETTER
 from vpbench.result import Costs, Evaluation, Result, ResultError, Summary, TrainRecord
@@ -25,14 +26,16 @@ Format = Literal["md", "csv", "json"]
 
 STATS = ("first", "last", "mean")
 PROTOCOL_KEYS = ["dataset", "protocol", "context", "future", "height", "width", "channels"]
+# Files each split lost (unreadable, truncated): `left_out_<split>`, marked on the row whatever the split.
+LEFT_OUT = [f"left_out_{split}" for split in SPLITS]
 # Identity and provenance of a run. Every other numeric column is either `<metric>_<stat>` or a cost.
 BASE_COLUMNS = [
     "predictor", "sampling", *PROTOCOL_KEYS, "seed", "quick", "run_id", "preset", "created",
     "split", "sequences", "split_size", "whole_split", "checkpoint",
-    "train_iterations", "best_iteration", "best_val_mse", "train_seconds", "eval_seconds", "left_out_test", "floor",
+    "train_iterations", "best_iteration", "best_val_mse", "train_seconds", "eval_seconds", *LEFT_OUT, "floor",
 ]
 # Nested values kept as dicts (json) or JSON strings (csv) so plots can use the per-step curves.
-DICT_COLUMNS = ["per_step", "not_measured", "config", "dataset_config", "versions", "weight_notes"]
+DICT_COLUMNS = ["per_step", "not_measured", "config", "dataset_config", "versions", "weight_notes", "left_out_files"]
 _METRIC_COLUMN = re.compile(r"^(?P<metric>.+)_(?P<stat>first|last|mean)$")
 
 
@@ -109,12 +112,13 @@ def _rows(result: Result, path: Path) -> list[dict[str, Any]]:
         "checkpoint": ev.checkpoint,
         "train_iterations": train.iterations, "best_iteration": train.best_iteration,
         "best_val_mse": train.best_val_mse, "train_seconds": train.wall_seconds, "eval_seconds": ev.wall_seconds,
-        # Files of the test split that could not be read (corrupt, truncated): its rows say so.
-        "left_out_test": result.data.left_out.get("test", 0) if result.data else 0,
+        # Files that could not be read (corrupt, truncated), per split: its rows say so.
+        **{f"left_out_{split}": result.data.left_out.get(split, 0) if result.data else 0 for split in SPLITS},
         "floor": result.is_floor,  # learns nothing: never bolded in the cost columns
     }
     _add_costs(row, result.costs)
     row.update(not_measured=dict(ev.not_measured), weight_notes=_weight_notes(ev.weights or {}),
+               left_out_files=_left_out_files(result),
                config=identity.config, dataset_config=identity.dataset_config,
                versions=result.versions.to_dict(), path=str(path))
     if ev.best_of_samples is None:
@@ -137,6 +141,14 @@ def _convention_columns(ev: Evaluation, best: bool = False) -> dict[str, Any]:
             part.pop("per_step")
             row.update({_METRIC_COLUMN.sub(rf"\g<metric>@{name}_\g<stat>", k): v for k, v in part.items()})
     return row
+
+
+def _left_out_files(result: Result) -> dict[str, list[str]]:
+    """The files each split lost, by split, as data.problems names them."""
+    files: dict[str, list[str]] = {}
+    for problem in result.data.problems if result.data else []:
+        files.setdefault(problem.split, []).append(problem.file)
+    return files
 
 
 def _weight_notes(weights: dict[str, dict[str, Any]]) -> list[str]:
@@ -244,8 +256,8 @@ def _plain(value: Any) -> Any:
 
 
 # Columns of an aggregated row that describe it rather than hold a metric or cost.
-_AGGREGATE_ONLY = {"predictor", "sampling", "curves", "quick", "split", "sequences", "split_size", "whole_split", "left_out_test",
-                   "floor", "seeds", "run_ids", "not_measured", "devices", "weight_notes", "memory_kinds"}
+_AGGREGATE_ONLY = {"predictor", "sampling", "curves", "quick", "split", "sequences", "split_size", "whole_split", *LEFT_OUT,
+                   "left_out_files", "floor", "seeds", "run_ids", "not_measured", "devices", "weight_notes", "memory_kinds"}
 
 
 @dataclass(frozen=True)
@@ -288,7 +300,7 @@ def _aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         strip = lambda d: {k: v for k, v in d.items() if k != "seed"}
         return json.dumps([strip(run["config"]), strip(run["dataset_config"]), run["preset"], run["quick"],
                            run["split"], run["sequences"], run["split_size"], run["checkpoint"],
-                           run["left_out_test"]],
+                           *(run[c] for c in LEFT_OUT)],
                           sort_keys=True, default=str)
 
     runs = runs.assign(_key=runs.apply(comparable, axis=1))
@@ -302,7 +314,7 @@ def _aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         first = group.iloc[0]
         rows.append({
             **{c: first[c] for c in ["predictor", "sampling", "quick", "split", "sequences", "split_size",
-                                     "whole_split", "left_out_test", "floor"]},
+                                     "whole_split", *LEFT_OUT, "left_out_files", "floor"]},
             "curves": _mean_curves(group["per_step"]),
             **group[numeric].mean(skipna=False).to_dict(),  # one NaN seed makes the mean NaN, not rosier
             "seeds": len(group),
@@ -366,9 +378,8 @@ def _table(runs: pd.DataFrame) -> list[str]:
             label += notes.mark(f"evaluated on the {row['split']} split, not test")
         if not row["whole_split"]:
             label += notes.mark(f"scored {row['sequences']} of {row['split_size']} {row['split']} sequences")
-        if row["left_out_test"]:
-            label += notes.mark(f"{row['left_out_test']} test file(s) could not be read and are not in the split; "
-                                "result.json lists them under data.problems")
+        for note in _left_out_notes(row):
+            label += notes.mark(note)
         for note in row["weight_notes"]:
             label += notes.mark(note)
         labels.append(label)
@@ -413,6 +424,24 @@ def _floor_note(rows: pd.DataFrame, cols: list[_Col]) -> str | None:
         return None
     return (f"Floors ({', '.join(floors)}: they learn nothing) are not bolded in the cost columns ({', '.join(costs)}): "
             "their costs are no result to beat.")
+
+
+SHOWN_FILES = 3  # left-out files a footnote names; result.json's data.problems lists them all, with the reasons
+
+
+def _left_out_notes(row: pd.Series) -> list[str]:
+    """One note per split that lost files: a training file lost changes what was learned as surely as a test file
+    lost changes what was scored."""
+    notes = []
+    for split in SPLITS:
+        count, files = row[f"left_out_{split}"], row["left_out_files"].get(split, [])
+        if not count:
+            continue
+        named = ", ".join(files[:SHOWN_FILES]) + (f" and {len(files) - SHOWN_FILES} more" if len(files) > SHOWN_FILES
+                                                  else "")
+        notes.append(f"{count} {split} file(s) could not be read and are not in the {split} split"
+                     + (f" ({named})" if named else "") + "; result.json lists them under data.problems")
+    return notes
 
 
 def _protocol_title(run: pd.Series, size: str) -> str:

@@ -267,10 +267,16 @@ def test_no_results_raise_user_error(tmp_path: Path) -> None:
         write_report(tmp_path, None, "md", on_warning=lambda w: None)
 
 
-def test_rows_with_unreadable_test_files_say_so(tmp_path: Path) -> None:
-    problems = [{"split": "test", "file": "person25_walking_d1_uncomp.avi", "message": "truncated"}]
-    write(tmp_path, result("convlstm", data={"left_out": {"train": 0, "val": 0, "test": 1}, "problems": problems}))
+def test_rows_say_what_each_split_left_out(tmp_path: Path) -> None:
+    lost = {"train": [f"person0{i}_boxing_d1_uncomp.avi" for i in range(1, 6)], "test": ["person25_walking_d1_uncomp.avi"]}
+    problems = [{"split": split, "file": name, "message": "truncated"} for split, names in lost.items() for name in names]
+    write(tmp_path, result("convlstm", data={"left_out": {"train": 5, "val": 0, "test": 1}, "problems": problems}))
+    write(tmp_path, result("predrnn", data={"left_out": {"train": 5, "val": 0, "test": 0}, "problems": problems[:5]}))
     write(tmp_path, result("copy-last"))
     md = render(load_results(tmp_path)[0], "md")
-    assert set(table(md)) == {"convlstm¹", "copy-last"}
-    assert "¹ 1 test file(s) could not be read and are not in the split; result.json lists them" in md
+    assert set(table(md)) == {"convlstm¹²", "predrnn¹", "copy-last"}
+    assert ("¹ 5 train file(s) could not be read and are not in the train split (person01_boxing_d1_uncomp.avi, "
+            "person02_boxing_d1_uncomp.avi, person03_boxing_d1_uncomp.avi and 2 more); result.json lists them under "
+            "data.problems") in md.splitlines()
+    assert ("² 1 test file(s) could not be read and are not in the test split (person25_walking_d1_uncomp.avi); "
+            "result.json lists them under data.problems") in md.splitlines()
