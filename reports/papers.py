@@ -16,7 +16,7 @@ import pandas as pd
 
 from vpbench.errors import UserError
 
-from .tables import KNOWN, _Notes, _cell_text, _escape
+from .tables import KNOWN, _cell_text, _escape, _Notes, paragraphs
 
 
 @dataclass(frozen=True)
@@ -225,9 +225,8 @@ def _paper_table(frame: pd.DataFrame, table: PublishedTable) -> list[str]:
              "| " + " | ".join(map(_escape, header)) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
              *("| " + " | ".join(map(_escape, r)) + " |" for r in body), ""]
-    if runs.empty:
-        lines.append(f"No run of {table.dataset} / {table.protocol} under this runs directory.")
-    lines += [f"{mark} {text}" for text, mark in notes.marks.items()]
+    missing = [f"No run of {table.dataset} / {table.protocol} under this runs directory."] if runs.empty else []
+    lines += paragraphs([*missing, *notes.lines()])
     return [*lines, ""]
 
 

@@ -344,6 +344,9 @@ class _Notes:
             self.marks[text] = mark or str(numbered + 1).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
         return self.marks[text]
 
+    def lines(self) -> list[str]:
+        return [f"{mark} {text}" for text, mark in self.marks.items()]
+
 
 def _escape(text: object) -> str:
     return str(text).replace("|", "\\|")  # a literal | would split a markdown cell
@@ -363,7 +366,7 @@ def _table(runs: pd.DataFrame) -> list[str]:
     cols = _columns(runs, rows)
     devices = sorted({d for ds in rows["devices"] for d in ds})
     memory_kinds = sorted({k for ks in rows["memory_kinds"] for k in ks})
-    process_memory = any("RSS" in k for k in memory_kinds)  # the interpreter's own memory dominates it
+    process_memory = _process_memory(memory_kinds)
     notes = _Notes()
     # Row labels first, so the honesty marks († and partial splits) get the first footnotes.
     predictors = rows["predictor"].value_counts()
@@ -401,19 +404,34 @@ def _table(runs: pd.DataFrame) -> list[str]:
              "| " + " | ".join(map(_escape, header)) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
              *("| " + " | ".join(map(_escape, r)) + " |" for r in body), ""]
-    lines += [f"{mark} {text}" for text, mark in notes.marks.items()]
-    if (floor_note := _floor_note(rows, cols)) is not None:
-        lines.append(floor_note)
-    if (rows["seeds"] > 1).any():
-        lines.append("Rows with seeds > 1 show the mean over those seeds.")
-    if any(c.source == "ms_per_sequence" for c in cols) and devices:
-        lines.append(f"ms/seq measured on {devices[0]}." if len(devices) == 1 else
-                     f"ms/seq measured on different devices ({'; '.join(devices)}): not comparable, not bolded.")
-    if any(c.source == "peak_memory_bytes" for c in cols) and memory_kinds:
-        lines.append(f"peak mem: {'; '.join(memory_kinds)}" + (": not bolded." if process_memory else "."))
+    lines += paragraphs([*notes.lines(), *_table_notes(rows, cols, devices, memory_kinds)])
     if int(first["future"]) >= CURVE_TABLE_MIN_FUTURE:
         lines += _curve_table(rows, labels, int(first["future"]))
     return [*lines, ""]
+
+
+def _table_notes(rows: pd.DataFrame, cols: list[_Col], devices: list[str], memory_kinds: list[str]) -> list[str]:
+    """What a reader needs below the table besides the numbered footnotes: floors, seeds, devices, memory."""
+    texts = [note] if (note := _floor_note(rows, cols)) is not None else []
+    if (rows["seeds"] > 1).any():
+        texts.append("Rows with seeds > 1 show the mean over those seeds.")
+    if any(c.source == "ms_per_sequence" for c in cols) and devices:
+        texts.append(f"ms/seq measured on {devices[0]}." if len(devices) == 1 else
+                     f"ms/seq measured on different devices ({'; '.join(devices)}): not comparable, not bolded.")
+    if any(c.source == "peak_memory_bytes" for c in cols) and memory_kinds:
+        texts.append(f"peak mem: {'; '.join(memory_kinds)}" + (": not bolded." if _process_memory(memory_kinds) else "."))
+    return texts
+
+
+def _process_memory(memory_kinds: list[str]) -> bool:
+    """A process's peak RSS: the interpreter's own memory dominates it, so it is shown but never compared."""
+    return any("RSS" in k for k in memory_kinds)
+
+
+def paragraphs(texts: list[str]) -> list[str]:
+    """Each note a paragraph of its own: lines without a blank line between run together when markdown is
+    rendered (the html page, GitHub), which made one paragraph of every footnote."""
+    return [line for text in texts for line in (text, "")][:-1]
 
 
 def _floor_note(rows: pd.DataFrame, cols: list[_Col]) -> str | None:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import io
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from vpbench.errors import UserError
+from vpbench.reports.html import write_html
 from vpbench.reports.tables import load_results, render, write_report
 
 
@@ -280,3 +282,49 @@ def test_rows_say_what_each_split_left_out(tmp_path: Path) -> None:
             "data.problems") in md.splitlines()
     assert ("² 1 test file(s) could not be read and are not in the test split (person25_walking_d1_uncomp.avi); "
             "result.json lists them under data.problems") in md.splitlines()
+
+
+class _Paragraphs(HTMLParser):
+    """The text of every <p>, and the class of the <div> around each <table>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paragraphs: list[str] = []
+        self.table_boxes: list[str | None] = []
+        self._divs: list[str | None] = []  # classes of the open <div>s
+        self._in_paragraph = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "div":
+            self._divs.append(dict(attrs).get("class"))
+        elif tag == "table":
+            self.table_boxes.append(self._divs[-1] if self._divs else None)
+        elif tag == "p":
+            self.paragraphs.append("")
+            self._in_paragraph = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "div":
+            self._divs.pop()
+        elif tag == "p":
+            self._in_paragraph = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_paragraph:
+            self.paragraphs[-1] += data
+
+
+def test_html_footnotes_are_paragraphs_and_wide_tables_scroll_in_their_own_box(tmp_path: Path) -> None:
+    reason = "weights missing"
+    write(tmp_path, result("convlstm", quick=True, eval={"sequences": 200, "whole_split": False,
+                                                         "not_measured": {"lpips": reason}}))
+    write(tmp_path, result("copy-last", params=0, train=None, floor=True))
+    parsed = _Paragraphs()
+    parsed.feed(write_html(tmp_path, None))
+    notes = [p for p in parsed.paragraphs if p.startswith(("†", "¹", "²", "³", "Floors"))]
+    assert notes == ["† quick schedule — a smoke test, not a paper number", "¹ scored 200 of 1000 test sequences",
+                     f"² LPIPS not measured: {reason}",
+                     "Floors (copy-last: they learn nothing) are not bolded in the cost columns (params, ms/seq): "
+                     "their costs are no result to beat."]
+    assert parsed.table_boxes == ["table-scroll"]
+    assert ".table-scroll{overflow-x:auto" in write_html(tmp_path, None)
