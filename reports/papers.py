@@ -1,8 +1,9 @@
 """Published numbers, typed in from the papers, and `bench report --compare-paper NAME`: a paper's table
 beside our runs of the same dataset and protocol, each of our rows marked comparable or saying why not.
 
-Each `PublishedTable` says where its numbers come from (paper and table), the dataset and protocol they
-are for in vpbench's names, and the metric convention they were scored in (vpbench.metrics.conventions).
+Each `PublishedTable` says where its numbers come from in terms a reader can follow up (the paper's authors, title,
+venue and year, the table, the public URLs of the paper and of its code), the dataset and protocol they are for in
+vpbench's names, and the metric convention they were scored in (vpbench.metrics.conventions).
 Values are stored in vpbench's units under vpbench's column names (`psnr_first`, `lpips_last`, ...):
 STIP prints LPIPS x100, stored here divided by 100. Our side of a row is read in the paper's convention
 when the run was scored in it (`bench run --convention stip`), else in vpbench's, and marked.
@@ -24,12 +25,14 @@ class PublishedRow:
     method: str  # as the paper names it
     predictor: str | None  # vpbench's predictor, None where vpbench has none
     values: dict[str, float]  # `<metric>_<first|last|mean>` in vpbench's units
+    note: str = ""  # a caveat of this row alone
 
 
 @dataclass(frozen=True)
 class PublishedTable:
-    paper: str
+    paper: str  # short, for the heading: "STIP (Chang et al., 2022)"
     table: str  # where in the paper (or its repository) the numbers are printed
+    source: str  # the citation and the public URLs where a reader finds the numbers
     dataset: str  # vpbench's names
     protocol: str
     context: int
@@ -48,18 +51,23 @@ def _stip_rows(rows: list[tuple[str, str | None, float, float, float, float]]) -
 
 
 _STIP_COLUMNS = ("psnr_first", "lpips_first", "psnr_last", "lpips_last")
+_STIP = "STIP (Chang et al., 2022)"
+_STIP_SOURCE = ("Z. Chang, X. Zhang, S. Wang, S. Ma and W. Gao, \"STIP: A SpatioTemporal Information-Preserving and "
+                "Perception-Augmented Model for High-Resolution Video Prediction\", arXiv:2206.04381, 2022, "
+                "https://arxiv.org/abs/2206.04381; the authors' code: https://github.com/ZhengChang467/STIPHR")
 _STIP_NOTES = (
     "STIP's test() (STIPHR core/trainer.py) scores the first num_save_samples + 1 test batches, not the whole "
     "test split.",
     "STIP's LPIPS: spatial=True, the map's mean, on BGR frames, printed x100 (divided by 100 here); vpbench's "
     "is the spatial average on RGB frames, so LPIPS is close to, not exactly, the paper's.",
-    "[unverified] The column heads are lost in the paper's text (../shared/papers/stip-paper.txt); the two "
-    "column groups are read as the first and the last predicted frame.",
+    "[unverified] Typed in from a text copy of the arXiv paper that lost the tables' column-group heads: the two "
+    "PSNR / LPIPS pairs are read as the first and the last predicted frame; check them against the paper's PDF. A "
+    "journal version, if there is one, was not compared.",
 )
 
 STIP_TABLES = (
     PublishedTable(
-        "STIP (Chang et al., TPAMI)", "Table III (UCF Sports, 4 -> 6)", "ucf-sports", "stip", 4, 6, "stip",
+        _STIP, "Table III (UCF Sports, 4 -> 6)", _STIP_SOURCE, "ucf-sports", "stip", 4, 6, "stip",
         _STIP_COLUMNS, _stip_rows([
             ("ConvLSTM", "convlstm", 26.43, 32.20, 17.80, 58.78),
             ("BeyondMSE", None, 26.42, 29.01, 18.46, 55.28),
@@ -74,7 +82,7 @@ STIP_TABLES = (
             ("STRPM", "strpm", 28.54, 20.69, 20.59, 41.11),
             ("STIP", "stip", 30.75, 12.73, 21.83, 39.67)]), _STIP_NOTES),
     PublishedTable(
-        "STIP (Chang et al., TPAMI)", "Table IV (Human3.6M, 4 -> 4)", "human36m", "stip", 4, 4, "stip",
+        _STIP, "Table IV (Human3.6M, 4 -> 4)", _STIP_SOURCE, "human36m", "stip", 4, 4, "stip",
         _STIP_COLUMNS, _stip_rows([
             ("ConvLSTM", "convlstm", 29.88, 20.52, 26.25, 22.31),
             ("PredRNN", "predrnn", 31.91, 12.62, 25.65, 14.01),
@@ -88,7 +96,7 @@ STIP_TABLES = (
             ("STRPM", "strpm", 33.32, 9.74, 29.01, 10.44),
             ("STIP", "stip", 36.82, 4.71, 30.99, 10.35)]), _STIP_NOTES),
     PublishedTable(
-        "STIP (Chang et al., TPAMI)", "Table V (SJTU4K, 4 -> 4)", "sjtu4k", "4to4", 4, 4, "stip",
+        _STIP, "Table V (SJTU4K, 4 -> 4)", _STIP_SOURCE, "sjtu4k", "4to4", 4, 4, "stip",
         _STIP_COLUMNS, _stip_rows([
             ("ConvLSTM", "convlstm", 22.74, 67.81, 17.91, 86.84),
             ("PredRNN", "predrnn", 23.25, 66.60, 18.20, 87.04),
@@ -101,23 +109,34 @@ STIP_TABLES = (
 )
 
 
-def _openstl_rows(rows: list[tuple], lpips: bool = False) -> tuple[PublishedRow, ...]:
+def _openstl_rows(rows: list[tuple], lpips: bool = False, notes: dict[str, str] | None = None) -> tuple[PublishedRow, ...]:
     names = ("mse_mean", "mae_mean", "ssim_mean", "psnr_mean", *(("lpips_mean",) if lpips else ()))
-    return tuple(PublishedRow(method, predictor, dict(zip(names, values))) for method, predictor, *values in rows)
+    return tuple(PublishedRow(method, predictor, dict(zip(names, values)), (notes or {}).get(method, ""))
+                 for method, predictor, *values in rows)
 
 
+_OPENSTL = "OpenSTL (Tan et al., NeurIPS 2023)"
+_OPENSTL_COMMIT = "c74deb5d4c3da585291f9f18281f3fefdbba3a54"  # 2024-03-04; the page last changed in 8cac741
+_OPENSTL_SOURCE = (
+    "C. Tan, S. Li, Z. Gao, W. Guan, Z. Wang, Z. Liu, L. Wu and S. Z. Li, \"OpenSTL: A Comprehensive Benchmark of "
+    "Spatio-Temporal Predictive Learning\", NeurIPS 2023 Datasets and Benchmarks Track, "
+    "https://arxiv.org/abs/2306.11249; the numbers are its model zoo's, not the paper's tables: "
+    f"https://github.com/chengtan9907/OpenSTL/blob/{_OPENSTL_COMMIT}/docs/en/model_zoos/video_benchmarks.md "
+    "(also in its documentation, https://openstl.readthedocs.io, Model Zoo)")
 _OPENSTL_NOTES = (
     "OpenSTL's MSE and MAE are per-frame sums over the pixels (openstl/core/metrics.py); vpbench's are "
     "per-pixel means: read them in the openstl convention.",
     "OpenSTL reports the best of three trials; methods vpbench lacks (PredNet, PhyDNet, MAU, CrevNet, DMVFN, "
     "TAU) are left out.",
+    f"[unverified] Typed in from the model zoo page as of OpenSTL commit {_OPENSTL_COMMIT[:7]} (2024-03-04); a later "
+    "version of the page may differ.",
 )
+_SIMVP_PSNR = ("The STL table prints PSNR 37.97 for SimVP+IncepU; the MetaVP table of the same page prints 21.84 for "
+               "the same run (same MSE, MAE, SSIM and checkpoint), which its MSE agrees with: 21.84 is shown.")
 
 OPENSTL_TABLES = (
     PublishedTable(
-        "OpenSTL (Tan et al., NeurIPS 2023 Datasets and Benchmarks)",
-        "docs/en/model_zoos/video_benchmarks.md, STL Benchmarks on MMNIST, 200 epochs",
-        "mmnist", "10to10", 10, 10, "openstl", ("mse_mean", "mae_mean", "ssim_mean", "psnr_mean"),
+        _OPENSTL, "model zoo, STL Benchmarks on MMNIST, 200 epochs", _OPENSTL_SOURCE, "mmnist", "10to10", 10, 10, "openstl", ("mse_mean", "mae_mean", "ssim_mean", "psnr_mean"),
         _openstl_rows([
             ("ConvLSTM-S", "convlstm", 29.80, 90.64, 0.9288, 22.10),
             ("PredRNN", "predrnn", 23.97, 72.82, 0.9462, 23.28),
@@ -125,13 +144,10 @@ OPENSTL_TABLES = (
             ("MIM", "mim", 22.55, 69.97, 0.9498, 23.56),
             ("E3D-LSTM", "e3d-lstm", 35.97, 78.28, 0.9320, 21.11),
             ("PredRNN.V2", "predrnn-v2", 24.13, 73.73, 0.9453, 23.21),
-            # The STL table prints PSNR 37.97 for this row; its MetaVP table prints 21.84 for the same run
-            # (same MSE, MAE, SSIM and checkpoint), which PSNR = f(MSE) agrees with: 21.84 is kept.
-            ("SimVP+IncepU", "simvp", 32.15, 89.05, 0.9268, 21.84)]), _OPENSTL_NOTES),
+            ("SimVP+IncepU", "simvp", 32.15, 89.05, 0.9268, 21.84)], notes={"SimVP+IncepU": _SIMVP_PSNR}),
+        _OPENSTL_NOTES),
     PublishedTable(
-        "OpenSTL (Tan et al., NeurIPS 2023 Datasets and Benchmarks)",
-        "docs/en/model_zoos/video_benchmarks.md, STL Benchmarks on KTH, 100 epochs",
-        "kth", "10to20", 10, 20, "openstl", ("mse_mean", "mae_mean", "ssim_mean", "psnr_mean", "lpips_mean"),
+        _OPENSTL, "model zoo, STL Benchmarks on KTH, 100 epochs", _OPENSTL_SOURCE, "kth", "10to20", 10, 20, "openstl", ("mse_mean", "mae_mean", "ssim_mean", "psnr_mean", "lpips_mean"),
         _openstl_rows([
             ("ConvLSTM-S", "convlstm", 47.65, 445.5, 0.8977, 26.99, 0.26686),
             ("E3D-LSTM", "e3d-lstm", 136.40, 892.7, 0.8153, 21.78, 0.48358),
@@ -144,8 +160,11 @@ OPENSTL_TABLES = (
 
 PAPERS: dict[str, tuple[PublishedTable, ...]] = {"stip": STIP_TABLES, "openstl": OPENSTL_TABLES, "htsrm": ()}
 # Why a paper has no table here.
-NO_NUMBERS = {"htsrm": "the HTSRM README (../shared/papers/htsrm-readme.md, the only source at hand) prints no "
-                       "numbers and its paper is not available here; nothing is typed in rather than guessed"}
+NO_NUMBERS = {"htsrm": "HTSRM (\"Hierarchical Temporal-spatial Residual Model for Long-term Video Prediction\") "
+                       "publishes no numbers in its public repository, https://github.com/fengpany/"
+                       "Implicit_video_prediction (its README gives the training and evaluation commands only), and "
+                       "its paper's tables were not at hand to type in or check; nothing is typed in rather than "
+                       "guessed"}
 
 
 def published_tables(paper: str) -> tuple[PublishedTable, ...]:
@@ -212,14 +231,15 @@ def _paper_table(frame: pd.DataFrame, table: PublishedTable) -> list[str]:
             body.append([label, *cells, "no " + "".join(marks) if marks else "yes"])
 
     for row in table.rows:
-        body.append([f"{row.method} — paper{paper_mark}",
+        row_mark = notes.mark(row.note) if row.note else ""
+        body.append([f"{row.method} — paper{paper_mark}{row_mark}",
                      *(_format(c, row.values.get(c, math.nan)) for c in table.columns), "(published)"])
         if row.predictor is not None:
             our_rows(row.predictor)
     for predictor in sorted(set(runs["predictor"]) - {r.predictor for r in table.rows}):
         our_rows(predictor)
     lines = [f"### {table.dataset} — {table.protocol} ({table.context} → {table.future}) beside {table.paper}, "
-             f"{table.table}", "",
+             f"{table.table}", "", f"Source: {table.source}.", "",
              f"Published numbers in the `{table.convention}` convention; ours in that convention where the run "
              f"was scored in it.", "",
              "| " + " | ".join(map(_escape, header)) + " |",

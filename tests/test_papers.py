@@ -70,7 +70,7 @@ def test_published_values_are_known_columns_and_complete() -> None:
         for t in tables:
             assert all(c.rsplit("_", 1)[0] in KNOWN for c in t.columns)
             assert all(set(row.values) == set(t.columns) for row in t.rows), t.table
-    with pytest.raises(UserError, match="prints no numbers"):
+    with pytest.raises(UserError, match="publishes no numbers"):
         published_tables("htsrm")
     with pytest.raises(UserError, match="choose from"):
         published_tables("nature")
@@ -82,3 +82,21 @@ def test_bench_report_compare_paper(runs: Path) -> None:
     assert (runs / "r.md").read_text().strip() == out.strip()
     bad = run_bench("report", "--runs", str(runs), "--compare-paper", "htsrm", cwd=runs, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+def test_everything_printed_cites_sources_a_user_can_reach(runs: Path) -> None:
+    """No path of the developers' setup (../shared/papers/...): the paper, its venue and table, public URLs."""
+    frame = load_results(runs)[0]
+    printed = [compare_paper(frame, paper) for paper, tables in PAPERS.items() if tables]
+    for paper in (p for p, tables in PAPERS.items() if not tables):
+        with pytest.raises(UserError) as caught:
+            published_tables(paper)
+        printed.append(str(caught.value))
+    for text in printed:
+        assert "../shared" not in text and "shared/papers" not in text
+    stip, openstl, htsrm = printed
+    assert "Source: Z. Chang, X. Zhang, S. Wang, S. Ma and W. Gao" in stip and "https://arxiv.org/abs/2206.04381" in stip
+    assert "https://github.com/ZhengChang467/STIPHR" in stip and "Table III (UCF Sports" in stip
+    assert "NeurIPS 2023" in openstl and "https://github.com/chengtan9907/OpenSTL/blob/c74deb5" in openstl
+    assert "https://github.com/fengpany/Implicit_video_prediction" in htsrm
+    assert all("[unverified]" in text for text in (stip, openstl))  # what was not checked, said as such
