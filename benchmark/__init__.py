@@ -23,7 +23,7 @@ _SOURCES = {
     "bookkeeping": "config", "Rule": "config", "at_least": "config", "above": "config", "between": "config",
     "TrainContext": "training",
     "VideoSpec": "spec",
-    "VideoDataset": "data", "DatasetConfig": "data", "Protocol": "data",
+    "VideoDataset": "data", "DatasetConfig": "data", "Protocol": "spec",
     "PREDICTORS": "registry", "DATASETS": "registry", "register_predictor": "registry",
     "register_dataset": "registry", "load_plugin": "registry",
     "UserError": "errors",
@@ -45,11 +45,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers see; the lazy table above is what runs
     from .config import Rule, StochasticConfig, TrainConfig, above, at_least, between, bookkeeping, iterations, setting
-    from .data import DatasetConfig, Protocol, VideoDataset
+    from .data import DatasetConfig, VideoDataset
     from .errors import UserError
     from .predictor import (Predictor, ResolvedConfig, StochasticPredictor, Trainer, count_parameters,
                             create_predictor, resolve_config)
     from .recurrent import RecurrentConfig, RecurrentPredictor
     from .registry import DATASETS, PREDICTORS, load_plugin, register_dataset, register_predictor
-    from .spec import VideoSpec
+    from .spec import Protocol, VideoSpec
     from .training import TrainContext

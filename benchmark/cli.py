@@ -303,7 +303,7 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
         return
     from vpbench.reports.papers import compare_paper as beside_paper, published_tables
     from vpbench.reports.tables import load_results
-    from vpbench.store import write_text_atomic
+    from vpbench.files import write_text_atomic
 
     published_tables(compare_paper)  # an unknown paper fails before any file is read
     text = write_report(runs, out, "md", figures=figures) + "\n" + beside_paper(load_results(runs)[0], compare_paper)

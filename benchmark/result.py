@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .data import DataProblem, Protocol
+from .spec import DataProblem, Protocol
 
 SCHEMA = 1  # the result.json layout this vpbench writes and reads; bump it when a key changes meaning
 

@@ -20,7 +20,7 @@ from .acceleration import Execution, prepare_execution, resolve_precision
 from .costs import measure_costs
 from .data import SPLITS, DataProblem, VideoDataset
 from .digest import sha256_file
-from .keep import npz_bytes
+from .files import npz_bytes
 from .errors import UserError
 from .evaluation import evaluate
 from .foreign import Checkpoint, configure, describe, load_into, read_checkpoint

@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from vpbench.keep import FILENAME as KEPT_FRAMES, read_kept
-from vpbench.store import write_bytes_atomic
+from vpbench.files import KEPT_FRAMES, read_kept, write_bytes_atomic
 
 from .tables import KNOWN, PROTOCOL_KEYS, _protocol_title
 

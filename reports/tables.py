@@ -19,7 +19,7 @@ import pandas as pd
 from vpbench.errors import UserError
 from vpbench.metrics.figures import HIGHER_IS_BETTER
 from vpbench.result import Costs, Evaluation, Result, ResultError, Summary, TrainRecord
-from vpbench.store import write_text_atomic
+from vpbench.files import write_text_atomic
 
 Format = Literal["md", "csv", "json"]
 

@@ -17,7 +17,8 @@ from test_perceptual import yolo_file  # noqa: F401  (the fixture: an Ultralytic
 from test_report import result, write
 from vpbench.config import EvalConfig, parse_set_options
 from vpbench.errors import UserError
-from vpbench.keep import CROP, REDUCED_LONG_SIDE, KeptFrames, kept_indices, kept_steps, npz_bytes
+from vpbench.files import npz_bytes
+from vpbench.keep import CROP, REDUCED_LONG_SIDE, KeptFrames, kept_indices, kept_steps
 from vpbench.reports.figures import DPI, draw_curves, figures_section, predictor_colours, write_figures
 from vpbench.reports.tables import load_results, write_report
 

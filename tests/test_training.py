@@ -13,7 +13,8 @@ from conftest import HANG_GUARD_SECONDS, TINY, run_bench
 from vpbench.config import Overrides
 from vpbench.registry import DATASETS
 from vpbench.runner import RunSettings, run_models
-from vpbench.store import load_checkpoint, write_json_atomic
+from vpbench.files import write_json_atomic
+from vpbench.store import load_checkpoint
 
 RESUMABLE = ["--models", "convlstm", "--dataset", "moving-digits", "--out", "R", *TINY,
              "--set", "max_iterations=160", "--set", "val_every=40", "--set", "checkpoint_every=5"]
