@@ -23,18 +23,18 @@ from .digest import sha256_file
 from .files import npz_bytes
 from .errors import UserError
 from .evaluation import evaluate
-from .foreign import Checkpoint, configure, describe, load_into, read_checkpoint
+from .foreign import Checkpoint, configure, describe, load_into, load_weights, read_checkpoint
 from .metrics.conventions import CONVENTIONS, Convention, resolve_conventions
 from .metrics.suite import MetricSuite
 from .predictor import Predictor, ResolvedConfig, resolve_config
 from .progress import console
 from .registry import DATASETS, PREDICTORS
-from .result import (Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result, ResultError, Summary,
-                     TrainRecord, Versions)
+from .result import (Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result, ResultError, TrainRecord,
+                     Versions)
 from .spec import VideoSpec
 from .store import RunDir
 from .precision import Precision
-from .training import load_weights, train
+from .training import train
 
 Mode = Literal["run", "train", "eval"]
 # --quick scores a prefix of the test split, and the result says so: 256 sequences, fewer (down to 32) when the
@@ -245,7 +245,7 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
     if mode == "train":
         console.print(f"{cls.registry_name}: trained, best checkpoint {run.best_checkpoint}")
         return None
-    checkpoint = _load_weights_for_eval(model, run, device, given)
+    checkpoint = _load_weights_for_eval(model, run, given)
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
     evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint,
@@ -305,12 +305,11 @@ def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: RunSe
     """Train (or resume training) unless the predictor needs none or given weights are to be evaluated."""
     if not _will_train(type(model), settings, mode):
         return None
-    summary = train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed, device=device,
-                    precision=settings.precision, workers=settings.workers, show_progress=settings.progress)
-    return TrainRecord.from_dict(summary.to_dict())
+    return train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed, device=device,
+                 precision=settings.precision, workers=settings.workers, show_progress=settings.progress)
 
 
-def _load_weights_for_eval(model: Predictor, run: RunDir, device: torch.device, given: Checkpoint | None) -> str:
+def _load_weights_for_eval(model: Predictor, run: RunDir, given: Checkpoint | None) -> str:
     """Load the weights to score: given ones, else the run's best on validation; says which, for the result."""
     if given is not None:
         load_into(model, given)
@@ -322,7 +321,7 @@ def _load_weights_for_eval(model: Predictor, run: RunDir, device: torch.device, 
     if not run.best_checkpoint.is_file():
         raise UserError(f"{model.registry_name}: no trained checkpoint in {run.path}; "
                         "run `bench train` or `bench run` first")
-    load_weights(model, run.best_checkpoint, device)
+    load_weights(model, run.best_checkpoint)
     return "best on validation"
 
 
@@ -340,15 +339,15 @@ def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: to
                       samples=samples, seed=settings.seed, conventions=conventions,
                       keep_sequences=settings.evaluation.keep_sequences)
     wall_seconds = time.perf_counter() - tic
-    if scores["kept_frames"] is not None:
-        run.write_kept_frames(npz_bytes(scores["kept_frames"]))
+    if scores.kept_frames is not None:
+        run.write_kept_frames(npz_bytes(scores.kept_frames))
     return Evaluation(
-        split="test", sequences=scores["sequences"], split_size=len(test),
-        whole_split=scores["sequences"] == len(test), checkpoint=checkpoint, checkpoint_notes=checkpoint_notes or None,
-        per_step=scores["per_step"], mean=scores["mean"], not_measured=extra.not_measured, weights=extra.weights,
-        detection=scores.get("detection"), **(_sampling(scores) if model.stochastic else {}),
-        conventions=scores.get("conventions"),
-        wall_seconds=round(wall_seconds, 3), forward_seconds=round(scores["forward_seconds"], 3))
+        split="test", sequences=scores.sequences, split_size=len(test),
+        whole_split=scores.sequences == len(test), checkpoint=checkpoint, checkpoint_notes=checkpoint_notes or None,
+        per_step=scores.summary.per_step, mean=scores.summary.mean, not_measured=extra.not_measured,
+        weights=extra.weights, detection=scores.detection, samples=scores.samples,
+        best_of_samples=scores.best_of_samples, sampling=_sampling(scores.samples), conventions=scores.conventions,
+        wall_seconds=round(wall_seconds, 3), forward_seconds=round(scores.forward_seconds, 3))
 
 
 def _measure_costs(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
@@ -358,13 +357,12 @@ def _measure_costs(model: Predictor, test: Dataset, settings: RunSettings, devic
     return Costs.from_dict({**costs, "execution": execution.describe()})
 
 
-def _sampling(scores: dict) -> dict[str, Any]:
-    """What a stochastic predictor's evaluation adds: how its numbers were drawn and the best of N."""
-    n = scores["samples"]
-    best = scores["best_of_samples"]
-    return {"samples": n, "best_of_samples": Summary(best["per_step"], best["mean"]),
-            "sampling": f"per_step and mean: the mean over {n} samples per sequence; best_of_samples: per sequence "
-                        f"and metric the sample with the best time-averaged score; detection: the first sample"}
+def _sampling(samples: int | None) -> str | None:
+    """How a stochastic predictor's numbers were drawn, in words (None for a deterministic one)."""
+    if samples is None:
+        return None
+    return (f"per_step and mean: the mean over {samples} samples per sequence; best_of_samples: per sequence and "
+            f"metric the sample with the best time-averaged score; detection: the first sample")
 
 
 def _record(run: RunDir, identity: Identity, model: Predictor, trained: TrainRecord | None, evaluation: Evaluation,

@@ -16,7 +16,8 @@ from vpbench.errors import UserError
 from vpbench.predictor import count_parameters, create_predictor
 from vpbench.recurrent import patchify
 from vpbench.spec import VideoSpec
-from vpbench.training import TrainContext, load_weights
+from vpbench.foreign import load_weights
+from vpbench.training import TrainContext
 
 torch.set_num_threads(1)
 
@@ -185,7 +186,7 @@ def test_paper_presets_have_the_reference_layout_and_load_published_checkpoints(
     # The published files: {"net_param": state_dict} for the predictor (model_pm) and the discriminator (model_d).
     pm = random_state(gen_layout)
     torch.save({"net_param": pm}, tmp_path / "model_pm.ckpt-1")
-    load_weights(model, tmp_path / "model_pm.ckpt-1", torch.device("cpu"))
+    load_weights(model, tmp_path / "model_pm.ckpt-1")
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in pm.items())
     model.discriminator.load_state_dict(random_state(d_layout), strict=True)
@@ -196,13 +197,13 @@ def test_official_checkpoints_are_refused_when_they_do_not_fit(tmp_path):
     pm = random_state(small_layout())
     torch.save({"net_param": pm}, tmp_path / "pm")
     with pytest.raises(UserError, match="channel_order=bgr"):
-        load_weights(small_stip(spec), tmp_path / "pm", torch.device("cpu"))
+        load_weights(small_stip(spec), tmp_path / "pm")
     torch.save({"net_param": {k: v for k, v in pm.items() if not k.startswith("merge.")}}, tmp_path / "partial")
     with pytest.raises(UserError, match="does not fit stip.*merge.weight"):
-        load_weights(small_stip(spec, channel_order="bgr"), tmp_path / "partial", torch.device("cpu"))
+        load_weights(small_stip(spec, channel_order="bgr"), tmp_path / "partial")
     torch.save({"net_param": random_state(reference_discriminator_layout(12, 16, 8, 8))}, tmp_path / "d")
     with pytest.raises(UserError, match="model_d"):
-        load_weights(small_stip(spec, channel_order="bgr"), tmp_path / "d", torch.device("cpu"))
+        load_weights(small_stip(spec, channel_order="bgr"), tmp_path / "d")
 
 
 # --- the forward, against the re-stated reference ---------------------------------------------------

@@ -9,7 +9,8 @@ from vpbench.predictor import count_parameters, create_predictor
 from vpbench.predictors.strpm import STRPM
 from vpbench.recurrent import patchify
 from vpbench.spec import VideoSpec
-from vpbench.training import TrainContext, load_weights
+from vpbench.foreign import load_weights
+from vpbench.training import TrainContext
 
 from conftest import MMNIST, tiny
 from reference_counts import Conv, totals
