@@ -86,7 +86,8 @@ def _overrides(set_: Optional[List[str]], config: Optional[Path], context: Optio
 
 def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_: Optional[List[str]],
              config: Optional[Path], plugin: Optional[List[Path]], context: Optional[int], horizon: Optional[int],
-             precision: Precision, **settings: object) -> list[dict]:
+             out: Path, force: bool, identity: dict[str, Any], execution: dict[str, Any],
+             scoring: dict[str, Any]) -> list[dict]:
     from .registry import DATASETS
 
     _load_plugins(plugin)
@@ -96,13 +97,17 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_
     overrides = _overrides(set_, config, context, horizon)
 
     from .cpu import set_threads
+    from .devices import ExecutionSettings
     from .distributed import from_environment
-    from .runner import RunSettings, run_models  # torch import deferred: `bench list --help` stays fast
+    # torch import deferred: `bench list --help` stays fast
+    from .runner import IdentitySettings, RunSettings, ScoringSettings, run_models
 
     console.quiet = not from_environment().is_main  # other ranks print errors only (see main)
     set_threads()
-    run_settings = RunSettings(precision=precision.value, **settings,  # type: ignore[arg-type]
-                               progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1")
+    progress = sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1"
+    run_settings = RunSettings(out=out, force=force, identity=IdentitySettings(**identity),
+                               execution=ExecutionSettings(**execution, progress=progress),
+                               scoring=ScoringSettings(**scoring))
     return run_models(names, dataset, protocol, overrides, run_settings, mode)  # type: ignore[arg-type]
 
 
@@ -170,11 +175,12 @@ def _register(mode: str) -> None:
             raise typer.Exit(launch(nproc, sys.argv[1:]))
         if mode == "train" and checkpoint is not None:
             raise UserError("--checkpoint is for `bench eval` and `bench run`: training starts from the run's own state")
-        results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, precision,
-                           quick=quick, device=device, seed=seed, out=out, workers=workers, force=force,
-                           compile=compile_,
-                           preset=preset, samples=samples, checkpoint=checkpoint, lpips_weights=lpips_weights,
-                           yolo_weights=yolo_weights, conventions=tuple(_split_names(convention or "")))
+        results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, out, force,
+                           identity=dict(seed=seed, quick=quick, precision=precision.value, preset=preset,
+                                         checkpoint=checkpoint, samples=samples),
+                           execution=dict(device=device, workers=workers, compile=compile_),
+                           scoring=dict(lpips_weights=lpips_weights, yolo_weights=yolo_weights,
+                                        conventions=tuple(_split_names(convention or ""))))
         from .distributed import current, shutdown
 
         main_rank = current().is_main
