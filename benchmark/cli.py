@@ -24,7 +24,7 @@ class ListWhat(str, Enum):
     all = "all"
 
 
-class Precision(str, Enum):
+class PrecisionChoice(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -121,10 +121,10 @@ OutOpt = typer.Option(Path("runs"), "--out", help="Runs directory.")
 SetOpt = typer.Option(None, "--set", help="key=value for every predictor, name.key=value for one, data.key=value for the dataset.")
 ConfigOpt = typer.Option(None, "--config", help="YAML file of settings (same scopes as --set).")
 PresetOpt = typer.Option(None, "--preset", help="Use this predictor preset instead of the dataset's (e.g. mmnist).")
-PrecisionOpt = typer.Option(Precision.fp32, "--precision", help="fp32 (default: the numbers papers report), bf16, "
-                            "fp16 (CUDA, with a loss scaler) or auto: bf16 on GPUs that have it (else fp16), on a CPU "
-                            "bf16 only when a short probe finds it faster than fp32. The precision used is part of "
-                            "the run and its result.")
+PrecisionOpt = typer.Option(PrecisionChoice.fp32, "--precision", help="fp32 (default: the numbers papers report), "
+                            "bf16, fp16 (CUDA, with a loss scaler) or auto: bf16 on GPUs that have it (else fp16), on "
+                            "a CPU bf16 only when a short probe finds it faster than fp32. The precision used is part "
+                            "of the run and its result.")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the recurrent step (CUDA graphs on GPU); a predictor "
                           "that cannot compile runs eagerly and the result says why.")
 WorkersOpt = typer.Option(None, "--workers", min=0, help="Data-loading worker processes; default: 0 on a CPU (the "
@@ -164,8 +164,8 @@ def _register(mode: str) -> None:
                 quick: bool = QuickOpt, device: str = DeviceOpt, seed: int = SeedOpt, out: Path = OutOpt,
                 set_: Optional[List[str]] = SetOpt, config: Optional[Path] = ConfigOpt,
                 plugin: Optional[List[Path]] = PluginOpt, preset: Optional[str] = PresetOpt,
-                precision: Precision = PrecisionOpt, compile_: bool = CompileOpt, workers: Optional[int] = WorkersOpt,
-                force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
+                precision: PrecisionChoice = PrecisionOpt, compile_: bool = CompileOpt,
+                workers: Optional[int] = WorkersOpt, force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
                 yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt,
                 convention: Optional[str] = ConventionOpt) -> None:
@@ -203,7 +203,7 @@ for _mode in DOCS:
 def profile(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Optional[str] = ProtocolOpt,
             device: str = DeviceOpt, seed: int = SeedOpt, set_: Optional[List[str]] = SetOpt,
             config: Optional[Path] = ConfigOpt, plugin: Optional[List[Path]] = PluginOpt,
-            preset: Optional[str] = PresetOpt, precision: Precision = PrecisionOpt, compile_: bool = CompileOpt,
+            preset: Optional[str] = PresetOpt, precision: PrecisionChoice = PrecisionOpt, compile_: bool = CompileOpt,
             context: Optional[int] = ContextOpt, horizon: Optional[int] = HorizonOpt,
             repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs; the median is reported."),
             warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs first."),

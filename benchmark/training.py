@@ -322,7 +322,8 @@ def validate(model: Predictor, val_subset: Dataset, ctx: TrainContext, workers: 
 
 
 def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDir, *, seed: int,
-          device: torch.device, precision: Precision = "fp32", workers: int = 0, show_progress: bool = True) -> TrainRecord:
+          device: torch.device, precision: Precision = "fp32", workers: int = 0,
+          show_progress: bool = True) -> TrainRecord:
     """Train `model` in `run`, resuming from `run.last_checkpoint` when there is one."""
     cfg: TrainConfig = model.config
     ctx = TrainContext(model, cfg, precision, device)

@@ -105,7 +105,8 @@ def test_training_never_reads_the_test_split(tmp_path, monkeypatch):
     overrides = Overrides(everyone={"max_iterations": 4, "val_every": 2, "batch_size": 2},
                           per_predictor={"convlstm": {"num_layers": 1, "num_hidden": 4}},
                           dataset={"train_size": 20, "val_size": 4, "test_size": 4})
-    run_models(["convlstm"], "moving-digits", None, overrides, RunSettings(out=tmp_path, execution=ExecutionSettings(progress=False)), "train")
+    settings = RunSettings(out=tmp_path, execution=ExecutionSettings(progress=False))
+    run_models(["convlstm"], "moving-digits", None, overrides, settings, "train")
     assert touched and "test" not in touched
 
 
