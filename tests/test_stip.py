@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from conftest import run_bench
 from vpbench.errors import UserError
 from vpbench.predictor import count_parameters, create_predictor
-from vpbench.recurrent import patchify
+from vpbench.layers import patchify
 from vpbench.spec import VideoSpec
 from vpbench.foreign import load_weights
 from vpbench.training import TrainContext

@@ -7,7 +7,7 @@ from vpbench.errors import UserError
 from vpbench.foreign import configure, load_into, read_checkpoint
 from vpbench.predictor import count_parameters, create_predictor
 from vpbench.predictors.strpm import STRPM
-from vpbench.recurrent import patchify
+from vpbench.layers import patchify
 from vpbench.spec import VideoSpec
 from vpbench.foreign import load_weights
 from vpbench.training import TrainContext
