@@ -81,9 +81,9 @@ def iterations(default: int, help: str = "", rule: Rule = COUNT) -> Any:
 
 
 def later_setting(default: Any, help: str = "", rule: Rule | None = None) -> Any:
-    """A field declared after run ids were first issued: it enters a run's identity only when set away from
-    `default`, so runs from before it keep their ids. (A subclass that redeclares the field with a default of
-    its own drops this, and the field always enters that predictor's identity.)"""
+    """A field that enters a run's identity only when set away from `default`: declaring one changes no existing
+    run's id. (A subclass that redeclares the field with a default of its own drops this, and the field always
+    enters that predictor's identity.)"""
     return setting(default, help, rule, later=default)
 
 

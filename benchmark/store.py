@@ -149,7 +149,8 @@ class RunDir:
             write_json_atomic(self.result_path, result.to_dict())
 
     def write_kept_frames(self, data: bytes) -> None:
-        """The report's frames (vpbench.keep, vpbench.files.npz_bytes), written before result.json: a result implies its frames."""
+        """The report's frames (vpbench.keep; vpbench.files.npz_bytes), written before result.json: a result implies
+        its frames."""
         if self.writes:
             write_bytes_atomic(self.kept_frames_path, data)
 
