@@ -154,9 +154,13 @@ def test_stochastic_predictors_run_end_to_end_with_best_and_mean_of_n_rows(bench
         assert ev["best_of_samples"]["mean"]["psnr"] >= ev["mean"]["psnr"]
     assert "samples" not in results["copy-last"]["eval"]
     for name in ("cwvae", "htsrm"):  # generative models keep the checkpoint with the best validation ELBO
-        assert results[name]["train"]["selected_on"].startswith("validation loss")
-        vals = [json.loads(line) for line in next((tmp_path / "runs").rglob(f"{name}/*/train.log")).read_text().splitlines()]
-        assert all("loss" in v for v in vals if v["event"] == "val")
+        train = results[name]["train"]
+        assert train["selected_on"].startswith("validation loss")
+        log = next((tmp_path / "runs").rglob(f"{name}/*/train.log")).read_text().splitlines()
+        vals = [event for event in map(json.loads, log) if event["event"] == "val"]
+        assert vals and all("loss" in v for v in vals)
+        best = min(vals, key=lambda v: v["loss"])  # the first of equal losses, as training keeps the first
+        assert (train["best_iteration"], train["best_val_score"]) == (best["iteration"], best["loss"])
     md = bench("report").stdout
     rows = table(md.split("per predicted step")[0])
     assert {"cwvae (mean of 3)†", "cwvae (best of 3)†", "htsrm (mean of 3)†", "htsrm (best of 3)†", "copy-last†"} == {
