@@ -258,20 +258,36 @@ def train_once(model, clip, iteration=0):
     return trainer, model.training_step(clip, trainer)
 
 
+def gan_step(model, clip):
+    """One training step: the losses it reports, and its generator's terms computed apart from it: the MSE of the
+    rollout it trains on (made before the step, from the same weights; at iteration 0 every step is fed truth),
+    the LP-loss and the adversarial BCE from the discriminator the step left, the one its generator pass saw."""
+    with torch.no_grad():
+        prediction, target = model._teacher_forced(clip, 0)
+    _, reported = train_once(model, clip)
+    with torch.no_grad():
+        probability, fake_features = model.discriminator(prediction)
+        real_features = model.discriminator(target)[1]
+    terms = {"mse": F.mse_loss(prediction, target), "lp": F.mse_loss(fake_features, real_features),
+             "adv": F.binary_cross_entropy(probability, torch.ones_like(probability))}
+    return reported, {name: value.item() for name, value in terms.items()}
+
+
 def test_gan_step_updates_both_networks_and_keeps_predictor_gradients_out_of_the_discriminator():
     model = small_stip()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     clip = torch.rand(2, 6, 3, 32, 32)
-    _, losses = train_once(model, clip)
+    losses, terms = gan_step(model, clip)
     after = model.state_dict()
     assert not torch.equal(before["discriminator.main.0.weight"], after["discriminator.main.0.weight"])
     assert not torch.equal(before["s_encoder3d.encoder3d_s_conv-1.weight"], after["s_encoder3d.encoder3d_s_conv-1.weight"])
     assert torch.equal(before["merge.weight"], after["merge.weight"])  # never called, never trained
     # The predictor's loss must not leave gradients in the discriminator for its next update.
     assert all(p.grad is None for p in model.discriminator.parameters())
-    expected = losses["mse"] + 0.01 * losses["lp"] + 0.001 * losses["adv"]
-    assert losses["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert losses["lp"] > 0 and losses["d_loss"] > 0
+    assert {name: losses[name].item() for name in terms} == pytest.approx(terms, rel=1e-5)
+    expected = terms["mse"] + 0.01 * terms["lp"] + 0.001 * terms["adv"]  # lp_weight, adv_weight: STIP's defaults
+    assert losses["loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert terms["lp"] > 0 and losses["d_loss"] > 0
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -304,10 +320,10 @@ def test_discriminator_update_is_an_adam_step_on_its_own_loss():
 
 def test_loss_ablations_change_the_objective():
     clip = torch.rand(2, 6, 3, 32, 32)
-    _, no_lp = train_once(small_stip(lp_weight=0.0), clip)
-    assert no_lp["loss"].item() == pytest.approx((no_lp["mse"] + 0.001 * no_lp["adv"]).item(), rel=1e-6)
-    _, no_adv = train_once(small_stip(adv_weight=0.0), clip)
-    assert no_adv["loss"].item() == pytest.approx((no_adv["mse"] + 0.01 * no_adv["lp"]).item(), rel=1e-6)
+    no_lp, terms = gan_step(small_stip(lp_weight=0.0), clip)
+    assert no_lp["loss"].item() == pytest.approx(terms["mse"] + 0.001 * terms["adv"], rel=1e-5)
+    no_adv, terms = gan_step(small_stip(adv_weight=0.0), clip)
+    assert no_adv["loss"].item() == pytest.approx(terms["mse"] + 0.01 * terms["lp"], rel=1e-5)
     mse_only = small_stip(lp_weight=0.0, adv_weight=0.0)
     assert mse_only.discriminator is None and set(mse_only.optimizer_groups()) == {"generator"}
     _, plain = train_once(mse_only, clip)
