@@ -33,6 +33,7 @@ class Runtime:
 
 
 def resolve_runtime(settings: ExecutionSettings) -> Runtime:
+    """The device, loader processes and progress bars this process takes (bars on rank 0 only)."""
     device = resolve_device(settings.device)
     return Runtime(device, resolve_workers(settings.workers, device),
                    settings.progress and distributed.from_environment().is_main)
