@@ -24,7 +24,7 @@ class ListWhat(str, Enum):
     all = "all"
 
 
-class Precision(str, Enum):
+class PrecisionChoice(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -86,7 +86,8 @@ def _overrides(set_: Optional[List[str]], config: Optional[Path], context: Optio
 
 def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_: Optional[List[str]],
              config: Optional[Path], plugin: Optional[List[Path]], context: Optional[int], horizon: Optional[int],
-             precision: Precision, **settings: object) -> list[dict]:
+             out: Path, force: bool, identity: dict[str, Any], execution: dict[str, Any],
+             scoring: dict[str, Any]) -> list[dict]:
     from .registry import DATASETS
 
     _load_plugins(plugin)
@@ -96,13 +97,17 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_
     overrides = _overrides(set_, config, context, horizon)
 
     from .cpu import set_threads
+    from .devices import ExecutionSettings
     from .distributed import from_environment
-    from .runner import RunSettings, run_models  # torch import deferred: `bench list --help` stays fast
+    # torch import deferred: `bench list --help` stays fast
+    from .runner import IdentitySettings, RunSettings, ScoringSettings, run_models
 
     console.quiet = not from_environment().is_main  # other ranks print errors only (see main)
     set_threads()
-    run_settings = RunSettings(precision=precision.value, **settings,  # type: ignore[arg-type]
-                               progress=sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1")
+    progress = sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1"
+    run_settings = RunSettings(out=out, force=force, identity=IdentitySettings(**identity),
+                               execution=ExecutionSettings(**execution, progress=progress),
+                               scoring=ScoringSettings(**scoring))
     return run_models(names, dataset, protocol, overrides, run_settings, mode)  # type: ignore[arg-type]
 
 
@@ -116,10 +121,10 @@ OutOpt = typer.Option(Path("runs"), "--out", help="Runs directory.")
 SetOpt = typer.Option(None, "--set", help="key=value for every predictor, name.key=value for one, data.key=value for the dataset.")
 ConfigOpt = typer.Option(None, "--config", help="YAML file of settings (same scopes as --set).")
 PresetOpt = typer.Option(None, "--preset", help="Use this predictor preset instead of the dataset's (e.g. mmnist).")
-PrecisionOpt = typer.Option(Precision.fp32, "--precision", help="fp32 (default: the numbers papers report), bf16, "
-                            "fp16 (CUDA, with a loss scaler) or auto: bf16 on GPUs that have it (else fp16), on a CPU "
-                            "bf16 only when a short probe finds it faster than fp32. The precision used is part of "
-                            "the run and its result.")
+PrecisionOpt = typer.Option(PrecisionChoice.fp32, "--precision", help="fp32 (default: the numbers papers report), "
+                            "bf16, fp16 (CUDA, with a loss scaler) or auto: bf16 on GPUs that have it (else fp16), on "
+                            "a CPU bf16 only when a short probe finds it faster than fp32. The precision used is part "
+                            "of the run and its result.")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the recurrent step (CUDA graphs on GPU); a predictor "
                           "that cannot compile runs eagerly and the result says why.")
 WorkersOpt = typer.Option(None, "--workers", min=0, help="Data-loading worker processes; default: 0 on a CPU (the "
@@ -159,8 +164,8 @@ def _register(mode: str) -> None:
                 quick: bool = QuickOpt, device: str = DeviceOpt, seed: int = SeedOpt, out: Path = OutOpt,
                 set_: Optional[List[str]] = SetOpt, config: Optional[Path] = ConfigOpt,
                 plugin: Optional[List[Path]] = PluginOpt, preset: Optional[str] = PresetOpt,
-                precision: Precision = PrecisionOpt, compile_: bool = CompileOpt, workers: Optional[int] = WorkersOpt,
-                force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
+                precision: PrecisionChoice = PrecisionOpt, compile_: bool = CompileOpt,
+                workers: Optional[int] = WorkersOpt, force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
                 yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt,
                 convention: Optional[str] = ConventionOpt) -> None:
@@ -170,11 +175,12 @@ def _register(mode: str) -> None:
             raise typer.Exit(launch(nproc, sys.argv[1:]))
         if mode == "train" and checkpoint is not None:
             raise UserError("--checkpoint is for `bench eval` and `bench run`: training starts from the run's own state")
-        results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, precision,
-                           quick=quick, device=device, seed=seed, out=out, workers=workers, force=force,
-                           compile=compile_,
-                           preset=preset, samples=samples, checkpoint=checkpoint, lpips_weights=lpips_weights,
-                           yolo_weights=yolo_weights, conventions=tuple(_split_names(convention or "")))
+        results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, out, force,
+                           identity=dict(seed=seed, quick=quick, precision=precision.value, preset=preset,
+                                         checkpoint=checkpoint, samples=samples),
+                           execution=dict(device=device, workers=workers, compile=compile_),
+                           scoring=dict(lpips_weights=lpips_weights, yolo_weights=yolo_weights,
+                                        conventions=tuple(_split_names(convention or ""))))
         from .distributed import current, shutdown
 
         main_rank = current().is_main
@@ -197,7 +203,7 @@ for _mode in DOCS:
 def profile(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Optional[str] = ProtocolOpt,
             device: str = DeviceOpt, seed: int = SeedOpt, set_: Optional[List[str]] = SetOpt,
             config: Optional[Path] = ConfigOpt, plugin: Optional[List[Path]] = PluginOpt,
-            preset: Optional[str] = PresetOpt, precision: Precision = PrecisionOpt, compile_: bool = CompileOpt,
+            preset: Optional[str] = PresetOpt, precision: PrecisionChoice = PrecisionOpt, compile_: bool = CompileOpt,
             context: Optional[int] = ContextOpt, horizon: Optional[int] = HorizonOpt,
             repeats: int = typer.Option(10, "--repeats", min=1, help="Timed runs; the median is reported."),
             warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs first."),
@@ -303,7 +309,7 @@ def report(runs: Path = typer.Option(Path("runs"), "--runs", help="Runs director
         return
     from vpbench.reports.papers import compare_paper as beside_paper, published_tables
     from vpbench.reports.tables import load_results
-    from vpbench.store import write_text_atomic
+    from vpbench.files import write_text_atomic
 
     published_tables(compare_paper)  # an unknown paper fails before any file is read
     text = write_report(runs, out, "md", figures=figures) + "\n" + beside_paper(load_results(runs)[0], compare_paper)

@@ -81,9 +81,9 @@ def iterations(default: int, help: str = "", rule: Rule = COUNT) -> Any:
 
 
 def later_setting(default: Any, help: str = "", rule: Rule | None = None) -> Any:
-    """A field declared after run ids were first issued: it enters a run's identity only when set away from
-    `default`, so runs from before it keep their ids. (A subclass that redeclares the field with a default of
-    its own drops this, and the field always enters that predictor's identity.)"""
+    """A field that enters a run's identity only when set away from `default`: declaring one changes no existing
+    run's id. (A subclass that redeclares the field with a default of its own drops this, and the field always
+    enters that predictor's identity.)"""
     return setting(default, help, rule, later=default)
 
 
@@ -335,6 +335,11 @@ class Overrides:
         return config
 
 
+# The `--set` / `--config` scopes that are not a predictor's: `data.key` for the dataset, `eval.key` for the test
+# evaluation. A predictor registered under one of these names could never be addressed, so the registry refuses them.
+RESERVED_SCOPES = ("data", "eval")
+
+
 def parse_set_options(items: list[str], predictor_names: set[str]) -> Overrides:
     """`key=v` sets a key for every predictor, `convlstm.key=v` for one, `data.key=v` for the dataset, `eval.key=v`
     for the test evaluation (EvalConfig)."""
@@ -370,7 +375,7 @@ def load_config_file(path: str | Path, predictor_names: set[str]) -> Overrides:
     for key, value in content.items():
         key = str(key)
         if isinstance(value, dict):
-            if key not in _SCOPES and key not in predictor_names:
+            if key not in RESERVED_SCOPES and key not in predictor_names:
                 raise UserError(f"config file {path}: section {key!r} is neither 'data' nor a registered predictor "
                                 "(nor 'eval')")
             for sub_key, sub_value in value.items():
@@ -378,9 +383,6 @@ def load_config_file(path: str | Path, predictor_names: set[str]) -> Overrides:
         else:
             _place(out, key, value, predictor_names, f"config file {path}")
     return out
-
-
-_SCOPES = ("data", "eval")  # reserved: a predictor cannot be named either
 
 
 def _place(out: Overrides, key: str, value: Any, predictor_names: set[str], where: str) -> None:

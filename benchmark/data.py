@@ -6,49 +6,14 @@ dataset whose items are float tensors [T, C, H, W] in [0, 1], T = context + futu
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 from torch.utils.data import Dataset
 
 from .config import COUNT, apply_overrides, check_rules, setting
 from .errors import UserError
-from .spec import VideoSpec
-
-Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, ...] = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """One evaluation setting: how many frames are given, how many predicted, at what size.
-
-    The size is declared, never read from the files (stored frames of another size are resized to it),
-    so the clips' shape follows from the protocol and the options alone: `VideoDataset.protocol_without_data`."""
-
-    name: str
-    context: int
-    future: int
-    height: int
-    width: int
-    channels: int
-
-    @property
-    def spec(self) -> VideoSpec:
-        return VideoSpec(self.channels, self.height, self.width, self.context, self.future)
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-@dataclass(frozen=True)
-class DataProblem:
-    """A file of a split that could not be used (missing, truncated, undecodable, ...): the split is
-    that much smaller, so a result records these instead of silently scoring fewer sequences."""
-
-    split: str
-    file: str
-    message: str
+from .spec import SPLITS, DataProblem, Protocol, Split, VideoSpec
 
 
 @dataclass

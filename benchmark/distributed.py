@@ -2,7 +2,7 @@
 few collectives the harness uses.
 
 A single process (no WORLD_SIZE above 1 in the environment) never initialises anything: every helper here is
-then a no-op that costs nothing, so a 1-process run is exactly what it was before several processes existed.
+then a no-op that costs nothing, so a 1-process run runs no distributed code.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Weights from other code (`--checkpoint`): recognise a reference implementation's file, give its tensors
-vpbench's names, drop the ones the reference creates but never calls, and set what its weights need.
+"""Reading checkpoints: vpbench's own (`CHECKPOINT_FORMAT`, written by training), and weights from other code
+(`--checkpoint`): recognise a reference implementation's file, give its tensors vpbench's names, drop the ones the
+reference creates but never calls, and set what its weights need.
 
 Each predictor owns its mapping: `Predictor.checkpoint_layouts` lists the reference files it takes, each a
 `ReferenceLayout` declared in the predictor's own file (names renamed, tensors dropped, settings such as a
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from .predictor import Predictor
     from .spec import VideoSpec
 
+# vpbench's checkpoints say what they are in their "format" key: every version of the layout starts with
+# CHECKPOINT_KIND, and CHECKPOINT_FORMAT is the version this vpbench writes.
+CHECKPOINT_KIND = "vpbench-checkpoint"
+CHECKPOINT_FORMAT = f"{CHECKPOINT_KIND}-1"
 LIGHTNING_PREFIX = "model."  # a LightningModule holds the network as `self.model` (OpenSTL's Base_method)
 
 
@@ -81,7 +86,7 @@ def read_checkpoint(path: Path, predictor: type[Predictor]) -> Checkpoint:
     """Load `path` and recognise its layout among vpbench's and `predictor.checkpoint_layouts`."""
     state = load_checkpoint(path, "cpu")  # weights_only=True; a file it cannot read is one error line
     # vpbench's own, or any {"model": state dict} (what `torch.save({"model": m.state_dict()}, f)` writes)
-    if isinstance(state, dict) and (str(state.get("format", "")).startswith("vpbench-checkpoint")
+    if isinstance(state, dict) and (str(state.get("format", "")).startswith(CHECKPOINT_KIND)
                                     or _tensors(state.get("model"), path, strict=False)):
         return Checkpoint(Path(path), _tensors(state.get("model"), path), None)
     for layout in predictor.checkpoint_layouts:
@@ -130,6 +135,14 @@ def load_into(model: Predictor, checkpoint: Checkpoint) -> None:
         if layout.own:
             weights.update({k: v for k, v in model.state_dict().items() if re.fullmatch(layout.own, k)})
     load_strictly(model, weights, checkpoint.path)
+
+
+def load_weights(model: Predictor, path: str | Path) -> Checkpoint:
+    """Read the checkpoint at `path` and load it strictly into `model` (`read_checkpoint`, then `load_into`). The
+    tensors are read on the CPU and copied to wherever the model is."""
+    checkpoint = read_checkpoint(Path(path), type(model))
+    load_into(model, checkpoint)
+    return checkpoint
 
 
 def load_strictly(model: nn.Module, weights: Mapping[str, Tensor], path: Path) -> None:

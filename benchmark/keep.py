@@ -11,9 +11,7 @@ compression.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -24,7 +22,6 @@ from torch.utils.data import Dataset, Subset
 
 from . import distributed
 
-FILENAME = "kept_frames.npz"
 KEPT_CONTEXT = 2  # the strip's context columns
 REDUCED_LONG_SIDE = 512
 CROP = 256
@@ -126,13 +123,3 @@ class KeptFrames:
             out[name] = first[name] if name in ("crop_box", "full_size") else np.stack([kept[i][name] for i in indices])
         return out
 
-
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def read_kept(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}

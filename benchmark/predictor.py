@@ -5,14 +5,14 @@ Registration checks the contract (`registration.py`); `resolve_config` + `Resolv
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import StochasticConfig, TrainConfig, apply_overrides, check_rules, shrink_schedule
+from .config import Overrides, StochasticConfig, TrainConfig, apply_overrides, check_rules, shrink_schedule
 from .errors import UserError
 from .registry import PREDICTORS
 from .spec import VideoSpec
@@ -180,6 +180,22 @@ def resolve_config(predictor: str | type[Predictor], preset_keys: tuple[str, ...
     if quick:
         config = shrink_schedule(config)
     return ResolvedConfig(cls, config, chosen)
+
+
+def predictor_overrides(cls: type[Predictor], overrides: Overrides) -> dict[str, Any]:
+    """Keys set for every predictor apply where the predictor has them; scoped keys always apply."""
+    known = {f.name for f in fields(cls.Config)}
+    shared = {k: v for k, v in overrides.everyone.items() if k in known}
+    return {**shared, **overrides.per_predictor.get(cls.registry_name, {})}
+
+
+def check_shared_keys(classes: list[type[Predictor]], overrides: Overrides) -> None:
+    """A key set for every predictor must be a setting of at least one of them (else it is a typo)."""
+    known = set().union(*({f.name for f in fields(c.Config)} for c in classes))
+    unknown = sorted(set(overrides.everyone) - known)
+    if unknown:
+        names = ", ".join(c.registry_name for c in classes)
+        raise UserError(f"--set/--config key {unknown[0]!r} is not a setting of any of: {names}")
 
 
 def create_predictor(predictor: str | type[Predictor], spec: VideoSpec, *, preset: str | None = None,

@@ -9,11 +9,11 @@ import torch
 from .acceleration import prepare_execution, resolve_precision
 from .config import Overrides
 from .costs import measure_costs
-from .data import Protocol
-from .predictor import resolve_config
+from .spec import Protocol
+from .devices import describe_device, resolve_device
+from .predictor import check_shared_keys, predictor_overrides, resolve_config
 from .registry import DATASETS, PREDICTORS
 from .progress import console
-from .runner import check_shared_keys, describe_device, predictor_overrides, resolve_device
 
 INPUT = "random clip of the protocol's shape, uniform in [0, 1] (seeded); costs do not depend on the values, no data needed"
 

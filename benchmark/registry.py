@@ -20,6 +20,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Generic, Iterable, TypeVar
 
+from .config import RESERVED_SCOPES
 from .errors import UserError
 
 T = TypeVar("T", bound=type)
@@ -74,9 +75,11 @@ class Registry(Generic[T]):
         return decorate
 
     def _refuse_clash(self, name: str, cls: type) -> None:
-        if not isinstance(name, str) or not NAME.fullmatch(name) or (self.kind == "predictor" and name == "data"):
+        if not isinstance(name, str) or not NAME.fullmatch(name) or (self.kind == "predictor"
+                                                                      and name in RESERVED_SCOPES):
             raise UserError(f"{self.kind} name {name!r} of {_describe(cls)} is not usable: use letters, digits, "
-                            "'_', '+' and '-' (and not 'data', the dataset's --set scope)")
+                            f"'_', '+' and '-', and none of {', '.join(RESERVED_SCOPES)} (the --set scopes of the "
+                            "dataset and the evaluation)")
         holder = self._classes.get(self._aliases.get(name, name))
         if holder is not None and _origin(holder) != _origin(cls):
             raise UserError(f"{self.kind} name {name!r} is taken: {_describe(holder)} holds it, "

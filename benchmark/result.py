@@ -1,11 +1,10 @@
 """The result of one run, as a typed record: what `bench run` writes to result.json and `bench report` reads.
 
-`Result.to_dict()` gives the result.json layout key for key, in the order it has always been written;
-`Result.from_dict()` reads that layout back, including files written before the record existed. Keys were
-added to schema 1 over time without a new schema number (`data`, `eval.weights`, FLOPs and memory in
-`costs`, ...), so a key that older files lack is optional here: None when absent, and left out again when
-written, so an old file reads and writes back unchanged. Keys this vpbench does not know (written by a
-newer one within the same schema) are kept in `extra` and written back after the known ones.
+`Result.to_dict()` gives the result.json layout key for key, in its fixed order; `Result.from_dict()` reads that
+layout back. Many keys of schema 1 are optional (`data`, `eval.weights`, FLOPs and memory in `costs`, ...): a
+file may lack them, they read as None and are left out again when written, so every schema-1 file reads and
+writes back unchanged. Keys this vpbench does not know (written by a newer one within the same schema) are kept
+in `extra` and written back after the known ones.
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .data import DataProblem, Protocol
+from .spec import DataProblem, Protocol
 
 SCHEMA = 1  # the result.json layout this vpbench writes and reads; bump it when a key changes meaning
 
@@ -53,7 +52,7 @@ class _Object:
     def integer(self, key: str) -> int:
         value = self.required(key)
         try:
-            return int(value)  # as reports have always read these: an integral float or a digit string passes
+            return int(value)  # an integral float or a digit string passes, as int() reads them
         except (TypeError, ValueError):
             raise ResultError(f"{self.where}{key} is not an integer: {value!r}") from None
 
@@ -169,7 +168,7 @@ class Versions(_Record):
 
 @dataclass
 class TrainRecord(_Record):
-    """What training reported (training.TrainSummary), as a file holds it: older files lack the selection."""
+    """What training reported (`training.train` returns it), as result.json holds it; every key is optional."""
 
     iterations: int | None = field(default=None, metadata=_OPTIONAL)
     best_iteration: int | None = field(default=None, metadata=_OPTIONAL)
@@ -360,9 +359,9 @@ class Result:
     train: TrainRecord | None  # None: the predictor needs no training, or given weights were scored
     eval: Evaluation
     costs: Costs
-    data: DataRecord | None = None  # None: written before left-out files were recorded
+    data: DataRecord | None = None  # None: the file has no `data` key
     # Processes that trained and scored the run (torchrun); not part of its identity: the numbers do not
-    # depend on it. None: written before several processes existed (one process).
+    # depend on it. None: the file has no `world_size` key (one process).
     world_size: int | None = None
     # Whether the predictor is a floor (Predictor.floor: it learns nothing, its costs are nothing to beat).
     # None: written before vpbench recorded it; `is_floor` then infers it.

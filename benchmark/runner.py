@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import os
 import platform
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,22 +18,24 @@ from .config import EvalConfig, Overrides, config_to_dict, identity_dict
 from .acceleration import Execution, prepare_execution, resolve_precision
 from .costs import measure_costs
 from .data import SPLITS, DataProblem, VideoDataset
+from .devices import ExecutionSettings, Runtime, describe_device, resolve_runtime
 from .digest import sha256_file
-from .keep import npz_bytes
+from .files import npz_bytes
 from .errors import UserError
 from .evaluation import evaluate
-from .foreign import Checkpoint, configure, describe, load_into, read_checkpoint
+from .foreign import Checkpoint, configure, describe, load_into, load_weights, read_checkpoint
 from .metrics.conventions import CONVENTIONS, Convention, resolve_conventions
 from .metrics.suite import MetricSuite
-from .predictor import Predictor, ResolvedConfig, reads_training_split, resolve_config
+from .predictor import (Predictor, ResolvedConfig, check_shared_keys, predictor_overrides, reads_training_split,
+                        resolve_config)
 from .progress import console
 from .registry import DATASETS, PREDICTORS
 from .result import (NEEDS_NO_TRAINING, Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result,
-                     ResultError, Summary, TrainRecord, Versions)
+                     ResultError, TrainRecord, Versions)
 from .spec import VideoSpec
 from .store import RunDir
 from .precision import Precision
-from .training import load_weights, train
+from .training import train
 
 Mode = Literal["run", "train", "eval"]
 # --quick scores a prefix of the test split, and the result says so: 256 sequences, fewer (down to 32) when the
@@ -46,82 +47,42 @@ def quick_test_sequences(future: int) -> int:
     return min(QUICK_TEST_SEQUENCES, max(QUICK_MIN_SEQUENCES, QUICK_TEST_FRAMES // future))
 
 
-@dataclass
-class RunSettings:
-    out: Path = Path("runs")
-    device: str = "auto"
+@dataclass(frozen=True)
+class IdentitySettings:
+    """What a command asks that makes a run's identity (its run id), besides the predictor, dataset and config."""
+
     seed: int = 0
     quick: bool = False
     precision: Precision | Literal["auto"] = "fp32"  # auto is resolved once per command (resolve_precision)
-    compile: bool = False  # torch.compile of the recurrent step; speed only, not part of the run identity
-    channels_last: bool | None = None  # None: where it helps (acceleration.uses_channels_last)
-    workers: int | None = None  # None: resolve_workers
-    force: bool = False
     preset: str | None = None
-    checkpoint: Path | None = None
-    progress: bool = True
+    checkpoint: Path | None = None  # weights to evaluate instead of training
+    samples: int | None = None  # per sequence, for stochastic predictors; None: the predictor's `eval_samples`
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How the test split is scored besides vpbench's metrics; none of it enters the run's identity: these change
+    how the same predictions are scored, not what is trained or predicted."""
+
     lpips_weights: Path | None = None  # None: VPBENCH_LPIPS_WEIGHTS, else torchvision's cache under TORCH_HOME
     yolo_weights: str | None = None  # a file or an Ultralytics weights name; None: VPBENCH_YOLO_WEIGHTS, yolov5su.pt
-    samples: int | None = None  # per sequence, for stochastic predictors; None: the predictor's `eval_samples`
-    # Reference metric conventions scored besides vpbench's (metrics/conventions.py); not part of the run's
-    # identity: they change how the same predictions are scored, not what is trained or predicted.
-    conventions: tuple[str, ...] = ()
-    evaluation: EvalConfig = field(default_factory=EvalConfig)  # `--set eval.*`: never part of the run identity
+    conventions: tuple[str, ...] = ()  # reference metric conventions scored besides vpbench's (metrics/conventions.py)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)  # `--set eval.*`
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device asked for; under several processes each rank takes the GPU of its local rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but this machine has no CUDA GPU visible to torch")
-    world = distributed.from_environment()
-    if device.type == "cuda" and world.several:
-        if device.index is not None:
-            raise UserError(f"--device {name} under several processes: each process takes cuda:LOCAL_RANK; "
-                            "use --device cuda (or auto)")
-        if world.local_rank >= torch.cuda.device_count():
-            raise UserError(f"local rank {world.local_rank} has no GPU: {torch.cuda.device_count()} visible; "
-                            "start at most one process per GPU")
-        device = torch.device("cuda", world.local_rank)
-    return device
+@dataclass(frozen=True)
+class RunSettings:
+    """A command's settings by role: where runs live, what they are, how they execute, how they are scored."""
 
-
-def resolve_workers(workers: int | None, device: torch.device) -> int:
-    """Loader processes: as asked, else none on a CPU (generating a moving-digits batch takes 1.5% of a
-    training step there, and a worker would take a core from the compute) and up to 4 on a GPU."""
-    if workers is not None:
-        return workers
-    return 0 if device.type == "cpu" else max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+    out: Path = Path("runs")
+    force: bool = False  # redo runs that have a result
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
 
 
 def build_dataset(name: str, protocol: str | None, options: dict[str, Any]) -> VideoDataset:
     return DATASETS.get(name).create(protocol, **options)
-
-
-def predictor_overrides(cls: type[Predictor], overrides: Overrides) -> dict[str, Any]:
-    """Keys set for every predictor apply where the predictor has them; scoped keys always apply."""
-    known = {f.name for f in fields(cls.Config)}
-    shared = {k: v for k, v in overrides.everyone.items() if k in known}
-    return {**shared, **overrides.per_predictor.get(cls.registry_name, {})}
-
-
-def check_shared_keys(classes: list[type[Predictor]], overrides: Overrides) -> None:
-    known = set().union(*({f.name for f in fields(c.Config)} for c in classes))
-    unknown = sorted(set(overrides.everyone) - known)
-    if unknown:
-        names = ", ".join(c.registry_name for c in classes)
-        raise UserError(f"--set/--config key {unknown[0]!r} is not a setting of any of: {names}")
 
 
 def run_models(models: list[str], dataset_name: str, protocol: str | None, overrides: Overrides,
@@ -133,34 +94,48 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
     classes = [PREDICTORS.get(name) for name in models]  # unknown names fail before any work
     dataset = build_dataset(dataset_name, protocol, overrides.dataset)
     check_shared_keys(classes, overrides)
-    if settings.preset is not None and not any(settings.preset in c.presets for c in classes):
-        raise UserError(f"no predictor of this run has a preset {settings.preset!r}")
-    if settings.checkpoint is not None and not settings.checkpoint.is_file():
-        raise UserError(f"checkpoint file not found: {settings.checkpoint}")
-    resolve_conventions(settings.conventions)  # an unknown name fails before any work
-    device = resolve_device(settings.device)
-    world = distributed.init_from_environment(device)
-    # auto's timing probe could choose differently on two ranks: rank 0 chooses for all
-    precision, note = distributed.broadcast_object(resolve_precision(settings.precision, device)
-                                                   if world.is_main else None)
-    if note is not None:
-        console.print(note)
-    settings = dataclasses.replace(settings, precision=precision, workers=resolve_workers(settings.workers, device),
-                                   progress=settings.progress and world.is_main, evaluation=overrides.eval_config())
+    _check_asked(classes, settings)
+    runtime = resolve_runtime(settings.execution)
+    distributed.init_from_environment(runtime.device)
+    settings = dataclasses.replace(
+        settings, identity=dataclasses.replace(settings.identity, precision=_precision(settings.identity, runtime)),
+        scoring=dataclasses.replace(settings.scoring, evaluation=overrides.eval_config()))
     # Every value of every predictor is checked, and every model's construction and memory, before any work:
     # the last predictor's bad setting must not surface after the first one has trained for hours.
     # A given checkpoint is read here too: one that does not load fails before any run is touched.
-    configs = [_resolve(cls, dataset, overrides, settings) for cls in classes]
+    configs = [_resolve(cls, dataset, overrides, settings.identity) for cls in classes]
     for resolved, _ in configs:
-        _check_before_building(resolved, dataset.spec, settings, device, mode)
+        _check_before_building(resolved, dataset.spec, settings.identity, runtime, mode)
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
-    metric_suite = None if mode == "train" else MetricSuite(settings.lpips_weights, settings.yolo_weights)
-    results = [_run_one(resolved, given, dataset, settings, device, mode, metric_suite) for resolved, given in configs]
+    scoring = settings.scoring
+    metric_suite = None if mode == "train" else MetricSuite(scoring.lpips_weights, scoring.yolo_weights)
+    results = [_run_one(resolved, given, dataset, settings, runtime, mode, metric_suite) for resolved, given in configs]
     return [{} if result is None else result.to_dict() for result in results]
 
 
+def _check_asked(classes: list[type[Predictor]], settings: RunSettings) -> None:
+    """What the command names that could be missing: a preset, a checkpoint file, a convention."""
+    asked = settings.identity
+    if asked.preset is not None and not any(asked.preset in c.presets for c in classes):
+        raise UserError(f"no predictor of this run has a preset {asked.preset!r}")
+    if asked.checkpoint is not None and not asked.checkpoint.is_file():
+        raise UserError(f"checkpoint file not found: {asked.checkpoint}")
+    resolve_conventions(settings.scoring.conventions)  # an unknown name fails before any work
+
+
+def _precision(asked: IdentitySettings, runtime: Runtime) -> Precision:
+    """The precision the runs take. auto's timing probe could choose differently on two ranks: rank 0 chooses for
+    all, and says what it chose."""
+    world = distributed.current()
+    precision, note = distributed.broadcast_object(resolve_precision(asked.precision, runtime.device)
+                                                   if world.is_main else None)
+    if note is not None:
+        console.print(note)
+    return precision
+
+
 def _resolve(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides,
-             settings: RunSettings) -> tuple[ResolvedConfig, Checkpoint | None]:
+             settings: IdentitySettings) -> tuple[ResolvedConfig, Checkpoint | None]:
     """The predictor's config, and the weights to evaluate if given. Weights from elsewhere may need settings
     (a reference's switches): they join the config, hence the run id."""
     given = read_checkpoint(settings.checkpoint, cls) if settings.checkpoint is not None else None
@@ -172,11 +147,11 @@ def _resolve(cls: type[Predictor], dataset: VideoDataset, overrides: Overrides,
     return resolved, given
 
 
-def _will_train(cls: type[Predictor], settings: RunSettings, mode: Mode) -> bool:
+def _will_train(cls: type[Predictor], settings: IdentitySettings, mode: Mode) -> bool:
     return cls.trainable and settings.checkpoint is None and mode in ("run", "train")
 
 
-def _memory_need(resolved: ResolvedConfig, spec: VideoSpec, parameters: int, settings: RunSettings, mode: Mode,
+def _memory_need(resolved: ResolvedConfig, spec: VideoSpec, parameters: int, settings: IdentitySettings, mode: Mode,
                  activations: int | None = None) -> memory.MemoryNeed:
     config = resolved.config
     world = distributed.current().world_size
@@ -186,7 +161,7 @@ def _memory_need(resolved: ResolvedConfig, spec: VideoSpec, parameters: int, set
                            training=_will_train(resolved.predictor, settings, mode), activations_per_clip=activations)
 
 
-def _check_before_building(resolved: ResolvedConfig, spec: VideoSpec, settings: RunSettings, device: torch.device,
+def _check_before_building(resolved: ResolvedConfig, spec: VideoSpec, settings: IdentitySettings, runtime: Runtime,
                            mode: Mode) -> None:
     """The model's own checks (patch size against the frame, ...) on the meta device, which allocates nothing;
     then the memory the run needs (with the activations of a dry forward on small frames when it trains). A
@@ -201,32 +176,32 @@ def _check_before_building(resolved: ResolvedConfig, spec: VideoSpec, settings: 
     parameters = sum(p.numel() for p in model.parameters())
     name, batch = resolved.predictor.registry_name, resolved.config.batch_size
     training = _will_train(resolved.predictor, settings, mode)
-    activations = memory.activations_per_clip(resolved, spec, device) if training else None  # cheap: small frames
+    activations = memory.activations_per_clip(resolved, spec, runtime.device) if training else None  # small frames
     warning = memory.check_fits(_memory_need(resolved, spec, parameters, settings, mode, activations), spec, name,
-                                device, batch_size=batch)
+                                runtime.device, batch_size=batch)
     if warning is not None:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
 
 
 def _run_one(resolved: ResolvedConfig, given: Checkpoint | None, dataset: VideoDataset, settings: RunSettings,
-             device: torch.device, mode: Mode, metric_suite: MetricSuite | None = None) -> Result | None:
+             runtime: Runtime, mode: Mode, metric_suite: MetricSuite | None = None) -> Result | None:
     """One predictor: skip it if its result stands, else (resume) training, evaluate and record; None for train."""
     cls = resolved.predictor
-    identity = run_identity(cls, dataset, resolved, settings)
+    identity = run_identity(cls, dataset, resolved, settings.identity)
     world = distributed.current()
     run = RunDir(settings.out, dataset.registry_name, cls.registry_name, identity.to_dict(), writes=world.is_main)
     with run.lock(on_wait=lambda line: console.print(escape(line), highlight=False)):
         distributed.barrier(patient=True)  # the other ranks read the run once rank 0 holds it
-        return _run_locked(run, identity, resolved, given, dataset, settings, device, mode, metric_suite)
+        return _run_locked(run, identity, resolved, given, dataset, settings, runtime, mode, metric_suite)
 
 
 def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given: Checkpoint | None,
-                dataset: VideoDataset, settings: RunSettings, device: torch.device, mode: Mode,
+                dataset: VideoDataset, settings: RunSettings, runtime: Runtime, mode: Mode,
                 metric_suite: MetricSuite | None) -> Result | None:
     cls = resolved.predictor
     world = distributed.current()
     kept = _result_to_keep(cls.registry_name, run, settings, mode)
-    conventions = resolve_conventions(settings.conventions)
+    conventions = resolve_conventions(settings.scoring.conventions)
     if kept is not None:
         scored = list(kept.eval.conventions or {})
         missing = [c.name for c in conventions if c.name not in scored]
@@ -237,22 +212,22 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
         # record, and keep every convention the result had (the main columns come out the same).
         console.print(f"{cls.registry_name}: result exists without convention(s) {', '.join(missing)}: "
                       f"evaluating again, training kept ({run.path})")
-        conventions = resolve_conventions([*(n for n in scored if n in CONVENTIONS), *settings.conventions])
+        conventions = resolve_conventions([*(n for n in scored if n in CONVENTIONS), *settings.scoring.conventions])
     run.prepare(force=settings.force)  # keeps an interrupted run's checkpoints: training resumes from them
     distributed.barrier()  # under --force rank 0 has removed the old files before any rank reads last.pt
-    model, execution = _build_model(dataset, resolved, settings, device)
-    trained = kept.train if kept is not None else _train(model, dataset, run, settings, device, mode)
+    model, execution = _build_model(dataset, resolved, settings, runtime)
+    trained = kept.train if kept is not None else _train(model, dataset, run, settings.identity, runtime, mode)
     if mode == "train":
         console.print(f"{cls.registry_name}: trained, best checkpoint {run.best_checkpoint}")
         return None
-    checkpoint = _load_weights_for_eval(model, run, device, given, dataset)
+    checkpoint = _load_weights_for_eval(model, run, given, dataset)
     test = dataset.split("test")
     samples = 1 if identity.samples is None else identity.samples  # None: a deterministic predictor
-    evaluation = _evaluate(model, test, settings, device, metric_suite, samples=samples, checkpoint=checkpoint,
+    evaluation = _evaluate(model, test, settings, runtime, metric_suite, samples=samples, checkpoint=checkpoint,
                            run=run, conventions=conventions,
                            checkpoint_notes=given.notes if given is not None else [])
     # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
-    costs = _measure_costs(model, test, settings, device, execution) if world.is_main else Costs({})
+    costs = _measure_costs(model, test, runtime, execution) if world.is_main else Costs({})
     distributed.barrier(patient=True)
     result = _record(run, identity, model, trained, evaluation, costs, dataset.problems())
     run.write_result(result)
@@ -261,7 +236,7 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
 
 
 def run_identity(cls: type[Predictor], dataset: VideoDataset, resolved: ResolvedConfig,
-                 settings: RunSettings) -> Identity:
+                 settings: IdentitySettings) -> Identity:
     """What the run is; its hash is the run id, so a key added here gives every existing run a new id."""
     identity = Identity(
         predictor=cls.registry_name, dataset=dataset.registry_name, protocol=dataset.protocol,
@@ -292,26 +267,26 @@ def _result_to_keep(name: str, run: RunDir, settings: RunSettings, mode: Mode) -
 
 
 def _build_model(dataset: VideoDataset, resolved: ResolvedConfig, settings: RunSettings,
-                 device: torch.device) -> tuple[Predictor, Execution]:
+                 runtime: Runtime) -> tuple[Predictor, Execution]:
     """The one place the runner builds a predictor, laid out and compiled as the settings ask."""
-    torch.manual_seed(settings.seed)  # the initial weights follow from the seed
-    model = resolved.build(dataset.spec).to(device)
-    return model, prepare_execution(model, device, settings.precision,  # type: ignore[arg-type]
-                                    channels_last=settings.channels_last, compile=settings.compile)
+    torch.manual_seed(settings.identity.seed)  # the initial weights follow from the seed
+    model = resolved.build(dataset.spec).to(runtime.device)
+    return model, prepare_execution(model, runtime.device, settings.identity.precision,  # type: ignore[arg-type]
+                                    channels_last=settings.execution.channels_last,
+                                    compile=settings.execution.compile)
 
 
-def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: RunSettings, device: torch.device,
+def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: IdentitySettings, runtime: Runtime,
            mode: Mode) -> TrainRecord | None:
     """Train (or resume training) unless the predictor needs none or given weights are to be evaluated."""
     if not _will_train(type(model), settings, mode):
         return None
-    summary = train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed, device=device,
-                    precision=settings.precision, workers=settings.workers, show_progress=settings.progress)
-    return TrainRecord.from_dict(summary.to_dict())
+    return train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed, device=runtime.device,
+                 precision=settings.precision, workers=runtime.workers,  # type: ignore[arg-type]
+                 show_progress=runtime.progress)
 
 
-def _load_weights_for_eval(model: Predictor, run: RunDir, device: torch.device, given: Checkpoint | None,
-                           dataset: VideoDataset) -> str:
+def _load_weights_for_eval(model: Predictor, run: RunDir, given: Checkpoint | None, dataset: VideoDataset) -> str:
     """Load the weights to score: given ones, else the run's best on validation, else (a predictor that needs no
     training) the training split's statistic it reads, if any; says which, for the result."""
     if given is not None:
@@ -325,49 +300,49 @@ def _load_weights_for_eval(model: Predictor, run: RunDir, device: torch.device, 
     if not run.best_checkpoint.is_file():
         raise UserError(f"{model.registry_name}: no trained checkpoint in {run.path}; "
                         "run `bench train` or `bench run` first")
-    load_weights(model, run.best_checkpoint, device)
+    load_weights(model, run.best_checkpoint)
     return "best on validation"
 
 
-def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
+def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, runtime: Runtime,
               metric_suite: MetricSuite | None, *, samples: int, checkpoint: str, run: RunDir,
               conventions: tuple[Convention, ...] = (), checkpoint_notes: list[str] | None = None) -> Evaluation:
     """Score the test split (a prefix of it under --quick) with every metric whose weights are at hand; the
     frames of `eval.keep_sequences` of its sequences go to the run's kept_frames.npz."""
     quick_size = quick_test_sequences(model.spec.future)
-    scored = Subset(test, range(min(quick_size, len(test)))) if settings.quick else test
-    extra = (metric_suite or MetricSuite()).build(model.spec, device)
+    asked = settings.identity
+    scored = Subset(test, range(min(quick_size, len(test)))) if asked.quick else test
+    extra = (metric_suite or MetricSuite()).build(model.spec, runtime.device)
     tic = time.perf_counter()
-    scores = evaluate(model, scored, device=device, precision=settings.precision,
-                      batch_size=model.config.eval_batch_size, workers=settings.workers, extra_metrics=extra.metrics,
-                      samples=samples, seed=settings.seed, conventions=conventions,
-                      keep_sequences=settings.evaluation.keep_sequences)
+    scores = evaluate(model, scored, device=runtime.device, precision=asked.precision,  # type: ignore[arg-type]
+                      batch_size=model.config.eval_batch_size, workers=runtime.workers, extra_metrics=extra.metrics,
+                      samples=samples, seed=asked.seed, conventions=conventions,
+                      keep_sequences=settings.scoring.evaluation.keep_sequences)
     wall_seconds = time.perf_counter() - tic
-    if scores["kept_frames"] is not None:
-        run.write_kept_frames(npz_bytes(scores["kept_frames"]))
+    if scores.kept_frames is not None:
+        run.write_kept_frames(npz_bytes(scores.kept_frames))
     return Evaluation(
-        split="test", sequences=scores["sequences"], split_size=len(test),
-        whole_split=scores["sequences"] == len(test), checkpoint=checkpoint, checkpoint_notes=checkpoint_notes or None,
-        per_step=scores["per_step"], mean=scores["mean"], not_measured=extra.not_measured, weights=extra.weights,
-        detection=scores.get("detection"), **(_sampling(scores) if model.stochastic else {}),
-        conventions=scores.get("conventions"),
-        wall_seconds=round(wall_seconds, 3), forward_seconds=round(scores["forward_seconds"], 3))
+        split="test", sequences=scores.sequences, split_size=len(test),
+        whole_split=scores.sequences == len(test), checkpoint=checkpoint, checkpoint_notes=checkpoint_notes or None,
+        per_step=scores.summary.per_step, mean=scores.summary.mean, not_measured=extra.not_measured,
+        weights=extra.weights, detection=scores.detection, samples=scores.samples,
+        best_of_samples=scores.best_of_samples, sampling=_sampling(scores.samples), conventions=scores.conventions,
+        wall_seconds=round(wall_seconds, 3), forward_seconds=round(scores.forward_seconds, 3))
 
 
-def _measure_costs(model: Predictor, test: Dataset, settings: RunSettings, device: torch.device,
-                   execution: Execution) -> Costs:
+def _measure_costs(model: Predictor, test: Dataset, runtime: Runtime, execution: Execution) -> Costs:
     """Params, FLOPs, time and peak memory of one rollout at batch 1, on the first test sequence."""
-    costs = measure_costs(model, test[0], device, describe_device(device), precision=settings.precision)
+    costs = measure_costs(model, test[0], runtime.device, describe_device(runtime.device),
+                          precision=execution.precision)
     return Costs.from_dict({**costs, "execution": execution.describe()})
 
 
-def _sampling(scores: dict) -> dict[str, Any]:
-    """What a stochastic predictor's evaluation adds: how its numbers were drawn and the best of N."""
-    n = scores["samples"]
-    best = scores["best_of_samples"]
-    return {"samples": n, "best_of_samples": Summary(best["per_step"], best["mean"]),
-            "sampling": f"per_step and mean: the mean over {n} samples per sequence; best_of_samples: per sequence "
-                        f"and metric the sample with the best time-averaged score; detection: the first sample"}
+def _sampling(samples: int | None) -> str | None:
+    """How a stochastic predictor's numbers were drawn, in words (None for a deterministic one)."""
+    if samples is None:
+        return None
+    return (f"per_step and mean: the mean over {samples} samples per sequence; best_of_samples: per sequence and "
+            f"metric the sample with the best time-averaged score; detection: the first sample")
 
 
 def _record(run: RunDir, identity: Identity, model: Predictor, trained: TrainRecord | None, evaluation: Evaluation,

@@ -1,10 +1,8 @@
 """Where runs live: runs/<dataset>/<predictor>/<run-id>/ with config, checkpoints, log and result.
 
-Every file that another process may read (result.json, checkpoints) is written to a temporary name
-and renamed into place, so a run killed at any moment leaves either the old file or the new one. A write
-that fails (disk full, read-only --out) removes its temporary file and stops with one line naming the path.
-A run directory is locked while a process works in it (`RunDir.lock`), so two commands never interleave
-their writes to one run.
+Every file that another process may read (result.json, checkpoints) is written atomically (vpbench.files): a run
+killed at any moment leaves either the old file or the new one. A run directory is locked while a process works in
+it (`RunDir.lock`), so two commands never interleave their writes to one run.
 """
 from __future__ import annotations
 
@@ -14,10 +12,9 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -27,52 +24,12 @@ except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 from .errors import UserError
-from .keep import FILENAME as KEPT_FRAMES
+from .files import KEPT_FRAMES, atomic_write, write_bytes_atomic, write_json_atomic, writing
 from .result import Result
 
 
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn an OS error while writing `path` (no space, read-only, not a directory) into one line naming it."""
-    try:
-        yield
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(Path(tmp))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, allow_nan=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    _atomic_write(path, write)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
 def save_checkpoint_atomic(path: Path, obj: dict) -> None:
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
@@ -192,7 +149,8 @@ class RunDir:
             write_json_atomic(self.result_path, result.to_dict())
 
     def write_kept_frames(self, data: bytes) -> None:
-        """The report's frames (vpbench.keep), written before result.json: a result implies its frames."""
+        """The report's frames (vpbench.keep; vpbench.files.npz_bytes), written before result.json: a result implies
+        its frames."""
         if self.writes:
             write_bytes_atomic(self.kept_frames_path, data)
 

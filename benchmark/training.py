@@ -16,8 +16,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -27,15 +26,13 @@ from . import distributed
 from .config import TrainConfig, config_to_dict
 from .errors import UserError
 from .evaluation import evaluate
-from .foreign import Checkpoint, load_into, read_checkpoint
+from .foreign import CHECKPOINT_FORMAT
 from .precision import Precision, autocast
 from .predictor import Predictor
 from .progress import progress_bar
+from .result import TrainRecord
 from .sharding import BatchShard, shard_bounds, training_batch
 from .store import RunDir, load_checkpoint
-
-CHECKPOINT_FORMAT = "vpbench-checkpoint-1"
-
 
 class TrainingDiverged(UserError):
     """A NaN or infinite loss: training stops (nothing is scored) and the checkpoints written before stay."""
@@ -187,21 +184,6 @@ class IterationSampler(Sampler[list[int]]):
         return max(0, self.total - self.start)
 
 
-@dataclass
-class TrainSummary:
-    iterations: int
-    best_iteration: int
-    best_val_mse: float  # the validation MSE of the checkpoint kept
-    val_sequences: int
-    wall_seconds: float
-    resumed_from: int
-    selected_on: str = "validation MSE"
-    best_val_score: float = math.nan  # the selection score of the checkpoint kept
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
-
-
 SELECTED_ON_LOSS = "validation loss (the predictor's validation_loss, e.g. negative ELBO per frame)"
 NO_VALIDATION = "none: no validation sequences (val_size or val_sequences 0), the last checkpoint is tested"
 
@@ -248,92 +230,141 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class Standing:
+    """Where training stands besides the weights and optimizers: what last.pt carries (`save_last`) so that a
+    resumed run goes on exactly where it stopped."""
+
+    iteration: int = 0  # iterations done
+    best_score: float = math.inf  # selection score of best.pt: validation MSE, or the predictor's validation loss
+    best_mse: float = math.nan  # validation MSE of best.pt
+    best_iteration: int = 0
+    wall_seconds: float = 0.0  # time spent training, over every session of the run
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> Standing:
+        return cls(state["iteration"], state["best_val_score"], state["best_val_mse"], state["best_iteration"],
+                   state["wall_seconds"])
+
+
+def resume(model: Predictor, ctx: TrainContext, run: RunDir) -> Standing:
+    """Restore the model, the optimizers and the RNG from the run's last.pt; a fresh Standing when there is none."""
+    if not run.last_checkpoint.is_file():
+        return Standing()
+    try:
+        state = load_checkpoint(run.last_checkpoint, ctx.device)
+    except UserError as exc:
+        raise UserError(f"{exc}; it is the run's resume point: --force restarts the run") from None
+    model.load_state_dict(state["model"])
+    ctx.load_state_dict(state["trainer"])
+    _set_rng_state(state["rng"])
+    standing = Standing.from_checkpoint(state)
+    run.log({"event": "resume", "iteration": standing.iteration})
+    return standing
+
+
+def save_last(run: RunDir, model: Predictor, ctx: TrainContext, standing: Standing) -> None:
+    """The resume point: weights, optimizers, schedulers, scaler, RNG and the standing."""
+    run.save_checkpoint(run.last_checkpoint, {
+        "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": standing.iteration,
+        "model": model.state_dict(), "trainer": ctx.state_dict(), "rng": _rng_state(),
+        "best_val_score": standing.best_score, "best_val_mse": standing.best_mse,
+        "best_iteration": standing.best_iteration, "wall_seconds": standing.wall_seconds,
+        "config": config_to_dict(model.config)})
+
+
+def save_best(run: RunDir, model: Predictor, iteration: int) -> None:
+    """The weights that are tested."""
+    run.save_checkpoint(run.best_checkpoint, {
+        "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": iteration,
+        "model": model.state_dict(), "config": config_to_dict(model.config)})
+
+
+def training_batches(split: Dataset, cfg: TrainConfig, seed: int, start: int, shard: BatchShard | None,
+                     workers: int, device: torch.device) -> DataLoader:
+    """The clips of iterations start..max_iterations-1, each batch a function of (seed, iteration)."""
+    sampler = IterationSampler(len(split), cfg.batch_size, seed, start, cfg.max_iterations, shard)
+    # Its own generator: creating a loader iterator otherwise draws from the global RNG, which would
+    # shift every later random draw of a resumed run against an uninterrupted one.
+    return DataLoader(split, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def training_step(model: Predictor, clip: Tensor, ctx: TrainContext, run: RunDir) -> dict[str, float]:
+    """One step of the predictor's `training_step` on this rank's clips; its losses over the global batch. A NaN or
+    infinite loss stops training with what it leaves."""
+    model.train()
+    cfg = model.config
+    # `train_horizon` trains on fewer predicted frames than the protocol scores (e.g. 10 of a long-term
+    # protocol's 300); validation and testing always roll out the protocol's whole horizon.
+    length = model.spec.context + cfg.train_horizon if cfg.train_horizon else None
+    try:
+        with ctx.autocast(), training_batch(ctx.shard):
+            losses = model.training_step(clip[:, :length].to(ctx.device, non_blocking=True), ctx)
+    except TrainingDiverged as exc:
+        run.log({"event": "diverged", "iteration": ctx.iteration + 1, "message": str(exc)})
+        raise TrainingDiverged(f"{model.registry_name}: {exc}; nothing was scored. {kept(run)}; lower lr "
+                               f"(now {cfg.lr}) or set grad_clip, then --force") from None
+    return global_losses(losses, ctx.shard)
+
+
+def validate(model: Predictor, val_subset: Dataset, ctx: TrainContext, workers: int) -> tuple[float, dict[str, float]]:
+    """The checkpoint-selection score on the validation sequences (validation MSE, or the predictor's own
+    validation loss) and the figures train.log records."""
+    cfg = model.config
+    val = evaluate(model, val_subset, device=ctx.device, precision=ctx.precision, batch_size=cfg.eval_batch_size,
+                   workers=workers)
+    val_mse = val.summary.mean["mse"]
+    val_loss = mean_validation_loss(model, val_subset, device=ctx.device, precision=ctx.precision,
+                                    batch_size=cfg.eval_batch_size, workers=workers)
+    figures = {"mse": val_mse, "psnr": val.summary.mean["psnr"], **({} if val_loss is None else {"loss": val_loss})}
+    return (val_mse if val_loss is None else val_loss), figures
+
+
 def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDir, *, seed: int,
-          device: torch.device, precision: Precision = "fp32", workers: int = 0, show_progress: bool = True) -> TrainSummary:
+          device: torch.device, precision: Precision = "fp32", workers: int = 0,
+          show_progress: bool = True) -> TrainRecord:
     """Train `model` in `run`, resuming from `run.last_checkpoint` when there is one."""
     cfg: TrainConfig = model.config
     ctx = TrainContext(model, cfg, precision, device)
-    start, best_score, best_mse, best_iteration, wall = 0, math.inf, math.nan, 0, 0.0
-    if run.last_checkpoint.is_file():
-        try:
-            state = load_checkpoint(run.last_checkpoint, device)
-        except UserError as exc:
-            raise UserError(f"{exc}; it is the run's resume point: --force restarts the run") from None
-        model.load_state_dict(state["model"])
-        ctx.load_state_dict(state["trainer"])
-        _set_rng_state(state["rng"])
-        start, best_score, best_mse, best_iteration, wall = (
-            state["iteration"], state["best_val_score"], state["best_val_mse"], state["best_iteration"],
-            state["wall_seconds"])
-        run.log({"event": "resume", "iteration": start})
+    standing = resume(model, ctx, run)
+    resumed_from = standing.iteration
     val_subset = Subset(val_split, range(min(cfg.val_sequences, len(val_split))))
     validates = len(val_subset) > 0  # without validation sequences the last weights are the ones tested
-
-    def save_last(iteration: int) -> None:
-        run.save_checkpoint(run.last_checkpoint, {
-            "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": iteration,
-            "model": model.state_dict(), "trainer": ctx.state_dict(), "rng": _rng_state(),
-            "best_val_score": best_score, "best_val_mse": best_mse, "best_iteration": best_iteration,
-            "wall_seconds": wall,
-            "config": config_to_dict(cfg)})
-
-    def save_best(iteration: int) -> None:
-        run.save_checkpoint(run.best_checkpoint, {
-            "format": CHECKPOINT_FORMAT, "predictor": model.registry_name, "iteration": iteration,
-            "model": model.state_dict(), "config": config_to_dict(cfg)})
-
-    sampler = IterationSampler(len(train_split), cfg.batch_size, seed, start, cfg.max_iterations, ctx.shard)
-    # Its own generator: creating a loader iterator otherwise draws from the global RNG, which would
-    # shift every later random draw of a resumed run against an uninterrupted one.
-    loader = DataLoader(train_split, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(seed))
-    # `train_horizon` trains on fewer predicted frames than the protocol scores (e.g. 10 of a long-term
-    # protocol's 300); validation and testing always roll out the protocol's whole horizon.
-    train_length = model.spec.context + cfg.train_horizon if cfg.train_horizon else None
+    loader = training_batches(train_split, cfg, seed, resumed_from, ctx.shard, workers, device)
     tic = time.perf_counter()
-    with progress_bar(f"train {model.registry_name}", total=cfg.max_iterations, completed=start,
+    with progress_bar(f"train {model.registry_name}", total=cfg.max_iterations, completed=resumed_from,
                       enabled=show_progress) as bar:
-        for iteration, clip in zip(range(start, cfg.max_iterations), loader):
-            model.train()
+        for iteration, clip in zip(range(resumed_from, cfg.max_iterations), loader):
             ctx.iteration = iteration
-            try:
-                with ctx.autocast(), training_batch(ctx.shard):
-                    losses = model.training_step(clip[:, :train_length].to(device, non_blocking=True), ctx)
-            except TrainingDiverged as exc:
-                run.log({"event": "diverged", "iteration": iteration + 1, "message": str(exc)})
-                raise TrainingDiverged(f"{model.registry_name}: {exc}; nothing was scored. {kept(run)}; lower lr "
-                                       f"(now {cfg.lr}) or set grad_clip, then --force") from None
+            logged = training_step(model, clip, ctx, run)
             done = iteration + 1
-            logged = global_losses(losses, ctx.shard)
             bar.advance(**logged)
             if done % cfg.log_every == 0 or done == cfg.max_iterations:
                 run.log({"event": "train", "iteration": done, "lr": ctx.lr(), **logged})
             if not validates and done == cfg.max_iterations:
-                best_iteration = done
-                save_best(done)
+                standing.best_iteration = done
+                save_best(run, model, done)
             if validates and (done % cfg.val_every == 0 or done == cfg.max_iterations):
-                val = evaluate(model, val_subset, device=device, precision=precision,
-                               batch_size=cfg.eval_batch_size, workers=workers)
-                val_mse = val["mean"]["mse"]
-                val_loss = mean_validation_loss(model, val_subset, device=device, precision=precision,
-                                                batch_size=cfg.eval_batch_size, workers=workers)
-                score = val_mse if val_loss is None else val_loss
-                run.log({"event": "val", "iteration": done, "mse": val_mse, "psnr": val["mean"]["psnr"],
-                         **({} if val_loss is None else {"loss": val_loss})})
-                bar.note(val_mse=val_mse)
-                if score < best_score:
-                    best_score, best_mse, best_iteration = score, val_mse, done
-                    save_best(done)
+                score, figures = validate(model, val_subset, ctx, workers)
+                run.log({"event": "val", "iteration": done, **figures})
+                bar.note(val_mse=figures["mse"])
+                if score < standing.best_score:
+                    standing.best_score, standing.best_mse, standing.best_iteration = score, figures["mse"], done
+                    save_best(run, model, done)
             if done % cfg.checkpoint_every == 0 or done % cfg.val_every == 0 or done == cfg.max_iterations:
-                wall += time.perf_counter() - tic
+                standing.wall_seconds += time.perf_counter() - tic
                 tic = time.perf_counter()
-                save_last(done)
-    run.log({"event": "done", "iteration": cfg.max_iterations, "best_iteration": best_iteration})
+                standing.iteration = done
+                save_last(run, model, ctx, standing)
+    run.log({"event": "done", "iteration": cfg.max_iterations, "best_iteration": standing.best_iteration})
     distributed.barrier()  # every rank reads best.pt next, which rank 0 has just written
     selected_on = (NO_VALIDATION if not validates else SELECTED_ON_LOSS if selects_on_own_loss(model)
                    else "validation MSE")
-    return TrainSummary(cfg.max_iterations, best_iteration, best_mse, len(val_subset), round(wall, 3), start,
-                        selected_on, best_score)
+    return TrainRecord(iterations=cfg.max_iterations, best_iteration=standing.best_iteration,
+                       best_val_mse=standing.best_mse, val_sequences=len(val_subset),
+                       wall_seconds=round(standing.wall_seconds, 3), resumed_from=resumed_from,
+                       selected_on=selected_on, best_val_score=standing.best_score)
 
 
 def kept(run: RunDir) -> str:
@@ -353,11 +384,3 @@ def global_losses(losses: dict[str, Tensor], shard: BatchShard | None) -> dict[s
     values = torch.tensor([float(losses[k]) * shard.weight for k in names], dtype=torch.float64)
     return dict(zip(names, distributed.all_reduce_(values).tolist()))
 
-
-def load_weights(model: Predictor, path: Any, device: torch.device | None = None) -> Checkpoint:
-    """Load a checkpoint's weights strictly: vpbench's, a bare state dict, or a reference implementation's file
-    the predictor declares (vpbench.foreign), into a model configured as its weights need. The weights are read
-    on the CPU and copied to wherever the model is (`device` is not needed)."""
-    checkpoint = read_checkpoint(Path(path), type(model))
-    load_into(model, checkpoint)
-    return checkpoint

@@ -29,7 +29,8 @@ def worker(args: argparse.Namespace) -> None:
 
     from vpbench import distributed
     from vpbench.predictor import resolve_config
-    from vpbench.runner import build_dataset, resolve_device
+    from vpbench.devices import resolve_device
+    from vpbench.runner import build_dataset
     from vpbench.store import RunDir
     from vpbench.training import train
 

@@ -43,7 +43,7 @@ from vpbench.cpu import keep_freed_memory_for_reuse
 from vpbench.metrics.accumulate import MetricSums
 from vpbench.metrics.frame import FrameMetric, ssim
 from vpbench.precision import synchronize
-from vpbench.recurrent import patchify, unfused_gate_convs, unpatchify
+from vpbench.layers import patchify, unfused_gate_convs, unpatchify
 
 SPEC = VideoSpec(channels=1, height=64, width=64, context=10, future=10)
 # vpbench name -> OpenSTL model class; vpbench keeps OpenSTL's parameter names, so weights copy by name.

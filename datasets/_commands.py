@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vpbench.errors import UserError
+from vpbench import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Prepare, check and locate the datasets read from files (KTH, Human3.6M, ...).")
@@ -17,8 +17,8 @@ RootOpt = typer.Option(None, "--root", help="Prepared data folder; default $VPBE
 
 
 def _stored(name: str) -> type:
+    from vpbench import DATASETS
     from vpbench.cpu import set_threads
-    from vpbench.registry import DATASETS
 
     from ._stored import StoredDataset
 
@@ -80,7 +80,7 @@ def check(name: str = typer.Argument(...), root: Optional[Path] = RootOpt,
 def info(name: Optional[str] = typer.Argument(None, help="One dataset; default: all."),
          root: Optional[Path] = RootOpt) -> None:
     """Where each dataset is looked for and what is there."""
-    from vpbench.registry import DATASETS
+    from vpbench import DATASETS
 
     from ._manifest import MANIFEST, Manifest, data_home
     from ._stored import StoredDataset

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from vpbench.errors import UserError
+from vpbench import UserError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 SCRATCH_PREFIX = ".extract-"  # folder of a prepare run's extracted archives, inside the data root

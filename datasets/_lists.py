@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from vpbench.data import DataProblem
-from vpbench.errors import UserError
+from vpbench import DataProblem, UserError
 
 from ._files import place
 from ._manifest import Manifest, Sequence

@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from vpbench.digest import sha256_files
-from vpbench.errors import UserError
-from vpbench.store import write_json_atomic
+from vpbench import UserError, sha256_files
+from vpbench.files import write_json_atomic
 
 from ._files import BadFile, load_npy
 from ._frames import yuv_frame_count

@@ -8,8 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from vpbench.digest import sha256_files
-from vpbench.progress import console
+from vpbench import console, sha256_files
 
 from ._files import BadFile, place
 from ._frames import image_size, is_image, natural_key, write_image

@@ -26,10 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from vpbench.config import COUNT, between, setting
-from vpbench.data import SPLITS, DataProblem, DatasetConfig, Protocol, Split, VideoDataset
-from vpbench.errors import UserError
-from vpbench.progress import console
+from vpbench import (COUNT, SPLITS, DataProblem, DatasetConfig, Protocol, Split, UserError, VideoDataset, between,
+                     console, setting)
 
 from ._files import SCRATCH_PREFIX, BadFile, load_npy, walk
 from ._frames import read_image, yuv420_to_rgb, yuv_planes

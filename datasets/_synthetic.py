@@ -13,9 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vpbench.config import COUNT, NON_NEGATIVE, SEED, setting
-from vpbench.data import SPLITS, DatasetConfig, Split, VideoDataset
-from vpbench.errors import UserError
+from vpbench import COUNT, NON_NEGATIVE, SEED, SPLITS, DatasetConfig, Split, UserError, VideoDataset, setting
 
 SPLIT_IDS: dict[str, int] = {name: number for number, name in enumerate(SPLITS)}
 

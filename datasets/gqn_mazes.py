@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from vpbench.data import Protocol
-from vpbench.registry import register_dataset
+from vpbench import Protocol, register_dataset
 
 from ._stored import SplitFolderVideos
 

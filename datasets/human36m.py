@@ -21,10 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from vpbench.config import COUNT, setting
-from vpbench.data import Protocol
-from vpbench.errors import UserError
-from vpbench.registry import register_dataset
+from vpbench import COUNT, Protocol, UserError, register_dataset, setting
 
 from ._files import BadFile, place
 from ._frames import is_image

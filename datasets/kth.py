@@ -25,9 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from vpbench.data import Protocol, Split
-from vpbench.errors import UserError
-from vpbench.registry import register_dataset
+from vpbench import Protocol, Split, UserError, register_dataset
 
 from ._manifest import Manifest, Sequence
 from ._prepare import attempt, store_array

@@ -29,10 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vpbench.config import COUNT, NON_NEGATIVE, SEED, setting
-from vpbench.data import DatasetConfig, Protocol, Split
-from vpbench.errors import UserError
-from vpbench.registry import register_dataset
+from vpbench import COUNT, NON_NEGATIVE, SEED, DatasetConfig, Protocol, Split, UserError, register_dataset, setting
 
 from ._files import BadFile, load_npy, place
 from ._manifest import Manifest, Problem

@@ -14,10 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from vpbench.config import COUNT, setting
-from vpbench.data import Protocol, Split
-from vpbench.errors import UserError
-from vpbench.registry import register_dataset
+from vpbench import COUNT, Protocol, Split, UserError, register_dataset, setting
 
 from ._synthetic import SyntheticConfig, SyntheticVideoDataset, bounce, clip_rng
 

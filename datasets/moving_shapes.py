@@ -15,9 +15,7 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from vpbench.data import Protocol, Split
-from vpbench.errors import UserError
-from vpbench.registry import register_dataset
+from vpbench import Protocol, Split, UserError, register_dataset
 
 from ._synthetic import SyntheticConfig, SyntheticVideoDataset, bounce, clip_rng
 

@@ -33,12 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from vpbench.config import COUNT, setting
-from vpbench.data import Protocol
-from vpbench.digest import sha256_files
-from vpbench.errors import UserError
-from vpbench.progress import console
-from vpbench.registry import register_dataset
+from vpbench import COUNT, Protocol, UserError, console, register_dataset, setting, sha256_files
 
 from ._files import BadFile, place, source_relative
 from ._frames import Matrix, yuv_frame_count

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from vpbench.config import COUNT, OPEN_FRACTION, setting
-from vpbench.data import Protocol
-from vpbench.registry import register_dataset
+from vpbench import COUNT, OPEN_FRACTION, Protocol, register_dataset, setting
 
 from ._files import source_relative
 from ._lists import copy_lists, plan_from_lists

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.predictor import Trainer
+from vpbench import Trainer
 
 
 def _halved(size: int, times: int) -> int:

@@ -57,10 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, NON_NEGATIVE, POSITIVE, StochasticConfig, setting
-from vpbench.errors import UserError
-from vpbench.predictor import StochasticPredictor
-from vpbench.spec import VideoSpec
+from vpbench import COUNT, NON_NEGATIVE, POSITIVE, StochasticConfig, StochasticPredictor, UserError, VideoSpec, setting
 
 FRAME_SIZE = 64
 LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu's default alpha

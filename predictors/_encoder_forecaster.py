@@ -36,11 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import CONV_SPEC, COUNT, NON_NEGATIVE, ODD, setting
-from vpbench.errors import UserError
-from vpbench.predictor import Predictor
-from vpbench.recurrent import RecurrentConfig, RecurrentPredictor
-from vpbench.spec import VideoSpec
+from vpbench import (CONV_SPEC, COUNT, NON_NEGATIVE, ODD, Predictor, RecurrentConfig, RecurrentPredictor, UserError,
+                     VideoSpec, setting)
 
 SLOPE = 0.2
 

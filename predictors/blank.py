@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vpbench.predictor import Predictor
-from vpbench.registry import register_predictor
+from vpbench import Predictor, register_predictor
 
 
 @register_predictor("blank", aliases=("black",))

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, ODD, setting, tiny_preset
-from vpbench.registry import register_predictor
+from vpbench import COUNT, ODD, register_predictor, setting, tiny_preset
 
 from ._encoder_forecaster import EncoderForecaster, EncoderForecasterConfig, GRUCell, TINY_CODEC, hko7_mmnist_preset
 

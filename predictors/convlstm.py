@@ -14,11 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, FINITE, ODD, setting, tiny_preset
-from vpbench.foreign import ReferenceLayout
-from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv, summed_gate_convs
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import (COUNT, FINITE, ODD, RecurrentConfig, RecurrentPredictor, ReferenceLayout, VideoSpec,
+                     register_predictor, setting, tiny_preset)
+from vpbench.layers import gate_conv, summed_gate_convs
 
 
 @dataclass

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vpbench.predictor import Predictor
-from vpbench.registry import register_predictor
+from vpbench import Predictor, register_predictor
 
 
 @register_predictor("copy-last", aliases=("copylast", "last-frame"))

@@ -8,10 +8,9 @@ CW-VAE and HTSRM share; the reference is vaibhavsaxena11/cwvae (TF 2.4).
 """
 from __future__ import annotations
 
-from vpbench.config import tiny_preset
+from vpbench import register_predictor, tiny_preset
 from vpbench.predictors._clockwork import (KTH_TRAIN_CLIPS, MAZES_TRAIN_CLIPS, MMNIST_TRAIN_CLIPS, MOVING_DIGITS,
                                            TINY_WIDTHS, ClockworkConfig, ClockworkPredictor, reference_preset)
-from vpbench.registry import register_predictor
 
 
 @register_predictor("cwvae")

@@ -33,11 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, NON_NEGATIVE, ODD, later_setting, setting, tiny_preset
-from vpbench.foreign import ReferenceLayout
-from vpbench.recurrent import RecurrentConfig, RecurrentPredictor
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import (COUNT, NON_NEGATIVE, ODD, RecurrentConfig, RecurrentPredictor, ReferenceLayout, VideoSpec,
+                     later_setting, register_predictor, setting, tiny_preset)
 
 WINDOW = 2  # frames per step (window length 2, stride 1)
 

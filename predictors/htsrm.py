@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import tiny_preset
+from vpbench import register_predictor, tiny_preset
 from vpbench.predictors._clockwork import (KTH_TRAIN_CLIPS, MAZES_TRAIN_CLIPS, MMNIST_TRAIN_CLIPS, MOVING_DIGITS,
                                            TINY_WIDTHS, ClockworkConfig, ClockworkPredictor, reference_preset)
-from vpbench.registry import register_predictor
 
 RES_SCALE = 0.1  # every residual skip of the reference
 SE_RATIO = 16

@@ -6,11 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vpbench.config import COUNT, TrainConfig, setting
-from vpbench.errors import UserError
-from vpbench.predictor import Clips, Predictor
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import COUNT, Clips, Predictor, TrainConfig, UserError, VideoSpec, register_predictor, setting
 
 # Measured on moving-digits (10,000 training clips of 20 frames): the mean over 2048 evenly spaced clips is within
 # 6e-4 of the whole split's per pixel on average (5.9e-3 at worst), its test PSNR within 3e-4 dB; it reads them

@@ -20,11 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import at_least, setting
-from vpbench.foreign import ReferenceLayout
-from vpbench.recurrent import RecurrentPredictor, gate_conv
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import RecurrentPredictor, ReferenceLayout, VideoSpec, at_least, register_predictor, setting
+from vpbench.layers import gate_conv
 
 from .predrnn import PAPER_PRESETS, PredRNNConfig, SpatioTemporalLSTMCell
 

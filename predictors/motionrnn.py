@@ -37,10 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import ODD, Rule, at_least, setting
-from vpbench.errors import UserError
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import ODD, Rule, UserError, VideoSpec, at_least, register_predictor, setting
 
 from .predrnn import PAPER_PRESETS, PredRNN, PredRNNConfig
 

@@ -12,11 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, ODD, setting, tiny_preset
-from vpbench.foreign import ReferenceLayout
-from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, gate_conv
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import (COUNT, ODD, RecurrentConfig, RecurrentPredictor, ReferenceLayout, VideoSpec, register_predictor,
+                     setting, tiny_preset)
+from vpbench.layers import gate_conv
 
 
 @dataclass

@@ -16,9 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import NON_NEGATIVE, iterations, setting
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import NON_NEGATIVE, VideoSpec, iterations, register_predictor, setting
 
 from .predrnn import PAPER_PRESETS, PredRNN, PredRNNConfig
 

@@ -25,12 +25,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, EVEN, ODD, POSITIVE, TrainConfig, at_least, between, setting, tiny_preset
-from vpbench.errors import UserError
-from vpbench.foreign import ReferenceLayout
-from vpbench.predictor import Predictor
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import (COUNT, EVEN, ODD, POSITIVE, Predictor, ReferenceLayout, TrainConfig, UserError, VideoSpec,
+                     at_least, between, register_predictor, setting, tiny_preset)
 
 
 @dataclass

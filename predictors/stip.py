@@ -37,13 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, NON_NEGATIVE, ODD, POSITIVE, POWER_OF_TWO, iterations, setting, tiny_preset
-from vpbench.errors import UserError
-from vpbench.foreign import ReferenceLayout
-from vpbench.predictor import Trainer
-from vpbench.recurrent import RecurrentConfig, RecurrentPredictor, patchify, unpatchify
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import (COUNT, NON_NEGATIVE, ODD, POSITIVE, POWER_OF_TWO, RecurrentConfig, RecurrentPredictor,
+                     ReferenceLayout, Trainer, UserError, VideoSpec, iterations, register_predictor, setting,
+                     tiny_preset)
+from vpbench.layers import patchify, unpatchify
 
 from ._adversarial import FrameDiscriminator, adversarial_step
 

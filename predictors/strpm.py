@@ -42,11 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, setting, tiny_preset
-from vpbench.errors import UserError
-from vpbench.recurrent import RecurrentPredictor
-from vpbench.registry import register_predictor
-from vpbench.spec import VideoSpec
+from vpbench import COUNT, RecurrentPredictor, UserError, VideoSpec, register_predictor, setting, tiny_preset
 
 from ._adversarial import FrameDiscriminator
 from .stip import OFFICIAL as STIP_OFFICIAL

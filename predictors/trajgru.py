@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench.config import COUNT, setting, tiny_preset
-from vpbench.registry import register_predictor
+from vpbench import COUNT, register_predictor, setting, tiny_preset
 
 from ._encoder_forecaster import (EncoderForecaster, EncoderForecasterConfig, GRUCell, TINY_CODEC,
                                   ZeroInitConv2d, hko7_mmnist_preset, leaky)

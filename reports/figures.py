@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from vpbench.keep import FILENAME as KEPT_FRAMES, read_kept
-from vpbench.store import write_bytes_atomic
+from vpbench.files import KEPT_FRAMES, read_kept, write_bytes_atomic
 
-from .tables import KNOWN, PROTOCOL_KEYS, _protocol_title
+from .tables import COLUMN_STYLES, PROTOCOL_KEYS, protocol_title
 
 DPI = 300  # print resolution
 CURVE_METRICS = ("psnr", "ssim", "lpips", "mse", "mae")
@@ -126,7 +125,7 @@ def _save(fig: Figure, stem: Path, formats: tuple[str, ...]) -> list[Path]:
 
 
 def _metric_title(metric: str) -> str:
-    header, better, _, _ = KNOWN.get(metric, (metric, None, None, None))
+    header, better, _, _ = COLUMN_STYLES.get(metric, (metric, None, None, None))
     return header + {"max": " ↑", "min": " ↓"}.get(better or "", "")
 
 
@@ -207,7 +206,7 @@ def draw_costs(runs: pd.DataFrame, colours: dict[str, str], stem: Path, formats:
         ax.set_ylabel(f"mean {_metric_title(metric)}")
         ax.grid(alpha=0.3)
         ax.margins(0.15)
-        counts[f"{KNOWN[metric][0]} vs {COSTS[cost]}"] = len(points)
+        counts[f"{COLUMN_STYLES[metric][0]} vs {COSTS[cost]}"] = len(points)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     caption = "Cost against quality: " + "; ".join(f"{k} ({n} point{'s' * (n != 1)})" for k, n in counts.items())
@@ -445,7 +444,7 @@ def protocol_figures(runs: pd.DataFrame, colours: dict[str, str], folder: Path,
     """Every figure of one dataset/protocol's runs, written to `folder`."""
     first = runs.iloc[0]
     size = "×".join(str(first[k]) for k in ("height", "width"))
-    out = ProtocolFigures(f"{first['dataset']} — {_protocol_title(first, size)}")
+    out = ProtocolFigures(f"{first['dataset']} — {protocol_title(first, size)}")
     stem = folder / _slug(runs)
     for drawn in (draw_curves(runs, colours, stem.with_name(stem.name + "_curves"), formats),
                   draw_costs(runs, colours, stem.with_name(stem.name + "_cost"), formats)):

@@ -14,7 +14,7 @@ from typing import Callable
 
 from markdown_it import MarkdownIt
 
-from vpbench.store import write_text_atomic
+from vpbench.files import write_text_atomic
 
 from .figures import figures_section
 from .tables import write_report

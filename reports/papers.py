@@ -17,7 +17,7 @@ import pandas as pd
 
 from vpbench.errors import UserError
 
-from .tables import KNOWN, _cell_text, _escape, _Notes, paragraphs
+from .tables import COLUMN_STYLES, _cell_text, _escape, _Notes, paragraphs
 
 
 @dataclass(frozen=True)
@@ -179,13 +179,13 @@ def published_tables(paper: str) -> tuple[PublishedTable, ...]:
 
 def _header(column: str, future: int) -> str:
     metric, stat = column.rsplit("_", 1)
-    name, better, _, _ = KNOWN[metric]
+    name, better, _, _ = COLUMN_STYLES[metric]
     arrow = {"max": "↑", "min": "↓"}.get(better or "", "")
     return f"{name}{arrow} " + {"first": "t+1", "last": f"t+{future}", "mean": "mean"}[stat]
 
 
 def _format(column: str, value: float) -> str:
-    return _cell_text(value, KNOWN[column.rsplit("_", 1)[0]][2])
+    return _cell_text(value, COLUMN_STYLES[column.rsplit("_", 1)[0]][2])
 
 
 def _ours(run: pd.Series, table: PublishedTable, notes: _Notes) -> tuple[list[str], list[str]]:

@@ -16,11 +16,11 @@ from typing import Any, Callable, Literal
 
 import pandas as pd
 
-from vpbench.data import SPLITS
+from vpbench.spec import SPLITS
 from vpbench.errors import UserError
-from vpbench.metrics.figures import HIGHER_IS_BETTER
+from vpbench.metrics.direction import HIGHER_IS_BETTER
 from vpbench.result import Costs, Evaluation, Result, ResultError, Summary, TrainRecord
-from vpbench.store import write_text_atomic
+from vpbench.files import write_text_atomic
 
 Format = Literal["md", "csv", "json"]
 
@@ -74,7 +74,7 @@ def _better(metric: str) -> str | None:
 
 # name -> (header, better, formatter, stats shown; None marks a cost). Dict order is column order.
 # Metrics and costs missing here are still shown (after these), formatted with _sig4 and never bolded.
-KNOWN: dict[str, tuple[str, str | None, Callable[[float], str], tuple[str, ...] | None]] = {
+COLUMN_STYLES: dict[str, tuple[str, str | None, Callable[[float], str], tuple[str, ...] | None]] = {
     "psnr": ("PSNR", _better("psnr"), _fixed(2), STATS),
     "ssim": ("SSIM", _better("ssim"), _fixed(4), STATS),
     "mse": ("MSE", _better("mse"), _sig4, ("mean",)),
@@ -220,8 +220,8 @@ def _column_order(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _by_rank(names: list[str]) -> list[str]:
-    """Known names in KNOWN's order, first/last/mean within a metric, unknown names after, by name."""
-    known = list(KNOWN)
+    """Known names in COLUMN_STYLES's order, first/last/mean within a metric, unknown names after, by name."""
+    known = list(COLUMN_STYLES)
 
     def rank(name: str) -> tuple:
         m = _METRIC_COLUMN.match(name)
@@ -278,14 +278,14 @@ def _columns(runs: pd.DataFrame, rows: pd.DataFrame) -> list[_Col]:
         m = _METRIC_COLUMN.match(name)
         if m:
             base, _, convention = m["metric"].partition("@")
-            header, better, fmt, stats = KNOWN.get(base, (base, None, _sig4, STATS))
+            header, better, fmt, stats = COLUMN_STYLES.get(base, (base, None, _sig4, STATS))
             if stats is None or m["stat"] not in stats:
                 continue
             arrow = {"max": "↑", "min": "↓"}.get(better or "", "")
             label = f" ({convention})" if convention else ""
             cols.append(_Col(name, f"{header}{arrow} {step[m['stat']]}{label}", fmt, better, m["metric"]))
         elif name not in HIDDEN_IN_MD and pd.api.types.is_numeric_dtype(rows[name]):
-            header, better, fmt, _ = KNOWN.get(name, (name, None, _sig4, None))
+            header, better, fmt, _ = COLUMN_STYLES.get(name, (name, None, _sig4, None))
             cols.append(_Col(name, header, fmt, better, None))
     # A column earns its place if some run has a value or an explanation for not having one. Judged on
     # runs, not rows: a seed's NaN turns its row's mean into "—" but must not make the column vanish.
@@ -396,11 +396,11 @@ def _table(runs: pd.DataFrame) -> list[str]:
         cells[c.header] = _bold_best(list(cells[c.header]), rows[c.source], eligible, better, c.fmt)
         for i in rows.index[~measured]:
             reason = rows.at[i, "not_measured"][c.metric]
-            cells.at[i, c.header] = "not measured" + notes.mark(f"{KNOWN.get(c.metric, (c.metric,))[0]} not measured: {reason}")
+            cells.at[i, c.header] = "not measured" + notes.mark(f"{COLUMN_STYLES.get(c.metric, (c.metric,))[0]} not measured: {reason}")
     header = ["predictor", "seeds", *cells.columns]
     body = [[label, str(seeds), *row] for label, seeds, row in zip(labels, rows["seeds"], cells.itertuples(False))]
     size = "×".join(str(first[k]) for k in ("height", "width")) + ("" if first["channels"] == 1 else f"×{first['channels']}")
-    lines = [f"### {first['dataset']} — {_protocol_title(first, size)}", "",
+    lines = [f"### {first['dataset']} — {protocol_title(first, size)}", "",
              "| " + " | ".join(map(_escape, header)) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
              *("| " + " | ".join(map(_escape, r)) + " |" for r in body), ""]
@@ -462,7 +462,7 @@ def _left_out_notes(row: pd.Series) -> list[str]:
     return notes
 
 
-def _protocol_title(run: pd.Series, size: str) -> str:
+def protocol_title(run: pd.Series, size: str) -> str:
     """"10to10 (10 → 10, 64×64)"; a protocol whose lengths were changed (--context / --horizon) is titled by
     its lengths, so that a heading never reads "10to10" over a 36 → 300 table."""
     named = re.fullmatch(r"(\d+)to(\d+)", run["protocol"])
@@ -497,7 +497,7 @@ def _curve_table(rows: pd.DataFrame, labels: list[str], future: int) -> list[str
     steps = curve_steps(future)
     lines: list[str] = []
     for metric in [m for m in CURVE_METRICS if any(m in c for c in rows["curves"])]:
-        name, better, fmt, _ = KNOWN[metric]
+        name, better, fmt, _ = COLUMN_STYLES[metric]
         columns = []
         for step in steps:
             values = pd.Series([c[metric][step - 1] if metric in c else math.nan for c in rows["curves"]])

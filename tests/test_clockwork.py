@@ -12,7 +12,7 @@ import vpbench.predictors.cwvae  # noqa: F401  (registers cwvae)
 import vpbench.predictors.htsrm  # noqa: F401  (registers htsrm)
 from vpbench.errors import UserError
 from vpbench.predictor import count_parameters, create_predictor
-from vpbench.predictors._clockwork import block_sum, gaussian_kl
+from vpbench.predictors._clockwork import block_sum, gaussian_kl, gaussian_nll
 from vpbench.predictors.htsrm import ContextResidual, ResidualSECell
 from vpbench.spec import VideoSpec
 from vpbench.training import TrainContext
@@ -100,12 +100,22 @@ def test_training_windows_are_train_length_frames_at_random_offsets():
     assert model.training_window(clip[:, :8]).shape[1] == 8  # shorter clips: whole
 
 
-def test_loss_is_nll_plus_kl_per_frame():
+def test_the_nll_term_is_the_decoders_gaussian_log_likelihood_per_frame():
+    """The NLL from torch.distributions: -log N(frames; decoded mean, dec_stddev), summed over pixels, averaged
+    over clips, divided by the frames; the loss adds the KL to it."""
     model = tiny("cwvae")
     clip = torch.rand(2, 8, 1, 64, 64)
+    decoded, decode = [], model.decode
+
+    def recording(outputs: torch.Tensor) -> torch.Tensor:
+        decoded.append(decode(outputs))
+        return decoded[-1]
+
+    model.decode = recording
     terms = model.elbo(clip)
-    assert torch.allclose(terms["loss"], terms["nll"] + terms["kl"])
-    assert terms["kl"] > 0
+    log_likelihood = Normal(decoded[0], model.config.dec_stddev).log_prob(clip).sum((1, 2, 3, 4))
+    assert torch.allclose(terms["nll"], -log_likelihood.mean() / clip.shape[1], rtol=1e-5)
+    assert terms["kl"] > 0 and torch.allclose(terms["loss"], terms["nll"] + terms["kl"])
 
 
 # --- long rollouts ----------------------------------------------------------------------------------
@@ -184,6 +194,13 @@ def test_gaussian_kl_equals_torch_distributions():
     sq, sp = torch.rand(2, 5, 7) + 0.1, torch.rand(2, 5, 7) + 0.1
     expected = kl_divergence(Normal(mq, sq), Normal(mp, sp)).sum(-1)
     assert torch.allclose(gaussian_kl(mq, sq, mp, sp), expected, atol=1e-5)
+
+
+def test_gaussian_nll_equals_torch_distributions():
+    torch.manual_seed(0)
+    target, mean = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
+    for std in (0.1, 1.0, 2.5):
+        assert torch.allclose(gaussian_nll(target, mean, std), -Normal(mean, std).log_prob(target), atol=1e-5)
 
 
 def test_block_sum_pads_time_and_sums_each_block():

@@ -3,7 +3,7 @@ positions, a global memory, the MSE + L1 objective)."""
 import pytest
 import torch
 
-from vpbench.recurrent import patchify
+from vpbench.layers import patchify
 
 from conftest import tiny
 from reference_counts import Conv, assert_mmnist_size_and_flops, totals

@@ -5,7 +5,7 @@ import torch
 
 from vpbench.errors import UserError
 from vpbench.predictor import create_predictor
-from vpbench.recurrent import patchify, unpatchify
+from vpbench.layers import patchify, unpatchify
 from vpbench.training import TrainContext
 
 from conftest import MMNIST, tiny

@@ -5,7 +5,7 @@ follows the bf16 probe and says what it chose."""
 import pytest
 import torch
 
-import vpbench.recurrent as recurrent
+import vpbench.layers as layers
 from vpbench import create_predictor
 from vpbench.acceleration import (CompiledOrEager, PrecisionProbe, compile_model, prepare_execution,
                                   resolve_precision, to_channels_last)
@@ -61,12 +61,12 @@ def test_training_loss_and_gradients_of_the_fast_path_equal_the_plain_one(name, 
     model, _ = old_model(name)
     model.train()
     clip = torch.rand(2, SPEC.length, 1, SPEC.height, SPEC.width, generator=torch.Generator().manual_seed(2))
-    with recurrent.unfused_gate_convs():
+    with layers.unfused_gate_convs():
         plain_loss, plain_grads = training_grads(model, clip)
     to_channels_last(model)
     fused_calls = []
-    concatenate = recurrent._concatenated_weight
-    monkeypatch.setattr(recurrent, "_concatenated_weight", lambda *a: fused_calls.append(1) or concatenate(*a))
+    concatenate = layers._concatenated_weight
+    monkeypatch.setattr(layers, "_concatenated_weight", lambda *a: fused_calls.append(1) or concatenate(*a))
     fast_loss, fast_grads = training_grads(model, clip)
     assert bool(fused_calls) == (name in ("convlstm", "predrnn-pp"))  # the fused form ran where there is one
     assert fast_loss == pytest.approx(plain_loss, rel=0, abs=1e-6)

@@ -13,7 +13,7 @@ import torch
 
 from conftest import run_bench
 from vpbench.errors import UserError
-from vpbench.store import write_json_atomic
+from vpbench.files import write_json_atomic
 
 QUICK = ["--dataset", "moving-digits", "--quick", "--set", "data.train_size=16", "--set", "data.val_size=4",
          "--set", "data.test_size=4"]

@@ -17,7 +17,9 @@ from test_perceptual import yolo_file  # noqa: F401  (the fixture: an Ultralytic
 from test_report import result, write
 from vpbench.config import EvalConfig, parse_set_options
 from vpbench.errors import UserError
-from vpbench.keep import CROP, REDUCED_LONG_SIDE, KeptFrames, kept_indices, kept_steps, npz_bytes
+from vpbench.files import npz_bytes
+from vpbench.keep import CROP, REDUCED_LONG_SIDE, KeptFrames, kept_indices, kept_steps
+import vpbench.reports.figures as report_figures
 from vpbench.reports.figures import DPI, draw_curves, figures_section, predictor_colours, write_figures
 from vpbench.reports.tables import load_results, write_report
 
@@ -134,7 +136,21 @@ def _long_result(predictor: str, seed: int, stochastic: bool) -> dict:
                         "mean": {"psnr": 9.0, "ssim": 0.6}, **extra})
 
 
-def test_long_horizon_curves_are_log_x_with_mean_and_best_of_n(tmp_path: Path) -> None:
+@pytest.fixture
+def x_scales(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Figure file name -> the x scale matplotlib has on each of its axes, as the figures are saved."""
+    scales: dict[str, list[str]] = {}
+    save = report_figures._save
+
+    def recording(fig, stem: Path, formats: tuple[str, ...]) -> list[Path]:
+        scales[stem.name] = [ax.get_xscale() for ax in fig.axes]
+        return save(fig, stem, formats)
+
+    monkeypatch.setattr(report_figures, "_save", recording)
+    return scales
+
+
+def test_long_horizon_curves_are_log_x_with_mean_and_best_of_n(tmp_path: Path, x_scales: dict) -> None:
     """Done-when 2's figure, on results made here (36 -> 300, two seeds of each stochastic predictor): a log
     step axis, mean-of-N and best-of-N lines for htsrm and cwvae, the seeds' spread as a band."""
     for seed in (0, 1):
@@ -142,23 +158,26 @@ def test_long_horizon_curves_are_log_x_with_mean_and_best_of_n(tmp_path: Path) -
             write(tmp_path, _long_result(predictor, seed, stochastic))
     frame, _ = load_results(tmp_path)
     drawn = draw_curves(frame, predictor_colours(frame["predictor"]), tmp_path / "long")
-    assert drawn.details == {"metrics": ["psnr", "ssim"], "log_x": True}
+    assert drawn.details["metrics"] == ["psnr", "ssim"] and x_scales["long"] == ["log", "log"]
     assert drawn.labels == ["copy-last", "cwvae (mean of 4)", "cwvae (best of 4)", "htsrm (mean of 4)",
                             "htsrm (best of 4)"]
     assert "bands: lowest to highest seed" in drawn.caption and png(drawn.files[0]).std() > 0
     short = frame[frame["predictor"] == "copy-last"].assign(future=99)
     short["per_step"] = [{"psnr": c["psnr"][:99]} for c in short["per_step"]]
-    assert draw_curves(short, {"copy-last": "#000000"}, tmp_path / "short").details["log_x"] is False
+    draw_curves(short, {"copy-last": "#000000"}, tmp_path / "short")
+    assert x_scales["short"] == ["linear"]
 
 
-def test_a_long_stochastic_run_gets_log_x_mean_and_best_of_n_and_its_first_sample_in_the_strip(tmp_path: Path) -> None:
+def test_a_long_stochastic_run_gets_log_x_mean_and_best_of_n_and_its_first_sample_in_the_strip(
+        tmp_path: Path, x_scales: dict) -> None:
     """Done-when 2 on real runs of htsrm and cwvae at their tiny presets (4 -> 100: seconds, not 36 -> 300)."""
     run_bench("run", "--models", "htsrm,cwvae", "--dataset", "moving-digits", "--preset", "tiny", "--context", "4",
               "--horizon", "100", "--samples", "2", *QUICK, "--out", "runs", cwd=tmp_path, env=ONE_THREAD)
     frame, _ = load_results(tmp_path / "runs")
     _, (figures,) = write_figures(frame, tmp_path / "report.md")
     drawn = {d.kind: d for d in figures.drawn}
-    assert drawn["curves"].details["log_x"] is True
+    (curves,) = [scales for name, scales in x_scales.items() if name.endswith("_curves")]
+    assert curves and set(curves) == {"log"}
     assert drawn["curves"].labels == ["cwvae (mean of 2)", "cwvae (best of 2)", "htsrm (mean of 2)",
                                       "htsrm (best of 2)"]
     assert drawn["strip"].labels == ["ground truth", "cwvae (sample 1 of 2)", "htsrm (sample 1 of 2)"]

@@ -15,7 +15,7 @@ from vpbench.cli import app
 from vpbench.foreign import configure, load_into, read_checkpoint
 from vpbench.registry import PREDICTORS
 from vpbench.result import Result
-from vpbench.training import load_weights
+from vpbench.foreign import load_weights
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openstl"
 EXPECTED = torch.load(FIXTURES / "expected.pt", weights_only=True)

@@ -91,3 +91,11 @@ def test_the_graph_sees_the_imports():
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def test_cycles_finds_each_known_cycle_and_nothing_else():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(),  # a -> b -> c -> a, with a tail to d
+             "e": {"f"}, "f": {"e"},  # two modules importing each other
+             "g": {"g", "a"}}  # a self-import is no cycle of modules; g reaches the first cycle without being in it
+    assert sorted(cycles(graph)) == [["a", "b", "c"], ["e", "f"]]
+    assert cycles({"x": {"y"}, "y": set()}) == []

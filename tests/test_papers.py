@@ -9,7 +9,7 @@ from conftest import run_bench
 from test_report import result, table, write
 from vpbench.errors import UserError
 from vpbench.reports.papers import PAPERS, compare_paper, published_tables
-from vpbench.reports.tables import KNOWN, load_results
+from vpbench.reports.tables import COLUMN_STYLES, load_results
 
 UCF = {"name": "stip", "context": 4, "future": 6, "height": 512, "width": 512, "channels": 3}
 
@@ -68,7 +68,7 @@ def test_other_protocol_lengths_are_marked(tmp_path: Path) -> None:
 def test_published_values_are_known_columns_and_complete() -> None:
     for tables in PAPERS.values():
         for t in tables:
-            assert all(c.rsplit("_", 1)[0] in KNOWN for c in t.columns)
+            assert all(c.rsplit("_", 1)[0] in COLUMN_STYLES for c in t.columns)
             assert all(set(row.values) == set(t.columns) for row in t.rows), t.table
     with pytest.raises(UserError, match="publishes no numbers"):
         published_tables("htsrm")

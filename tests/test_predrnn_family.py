@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from vpbench.costs import count_flops
 from vpbench.errors import UserError
+from vpbench.layers import patchify
 from vpbench.predictor import count_parameters, create_predictor
 
 from conftest import MMNIST, tiny
@@ -110,10 +111,14 @@ def test_predrnn_v2_adds_the_decoupling_term_only_in_training():
     plain.load_state_dict(model.state_dict())
     without = plain.training_loss(clip, 10_000)
     assert 0 < (with_term - without).item() <= 1.0  # a mean |cosine|
-    model.eval()
+    # What a rollout's state records: a decoupling term per layer and step in training, none in evaluation (no
+    # adapter FLOPs at inference).
+    truth, feed = patchify(clip[:, :10], model.config.patch_size), torch.ones(2, 10)
+    _, trained = model.train().rollout(truth, 19, feed)
+    assert len(trained["decouple"]) == 19 * model.config.num_layers
     with torch.no_grad():
-        model(clip[:, :10], 10)
-    assert model.auxiliary_loss  # eval forward gathers no decoupling terms (no adapter FLOPs at inference)
+        _, evaluated = model.eval().rollout(truth, 19, feed)
+    assert evaluated["decouple"] == []
 
 
 def test_motionrnn_warp_equals_a_deformable_convolution_on_the_enlarged_map():

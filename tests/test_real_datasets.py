@@ -84,23 +84,45 @@ def test_archives_refuse_members_outside_the_target(tmp_path):
     assert (tmp_path / "out3" / "a" / "b.txt").read_text() == "fine"
 
 
-def test_yuv_conversion_matches_ffmpeg_and_round_trips():
+def _ffmpeg_rgb(planes: list[np.ndarray], colorspace: str, full_range: bool) -> np.ndarray:
+    """FFmpeg's (libswscale, through PyAV) RGB of one 8-bit 4:2:0 frame, chroma repeated over its 2x2 block."""
     import av
 
-    rng = np.random.default_rng(0)
-    height, width = 32, 48
-    y = rng.integers(16, 236, (height, width), dtype=np.uint8)
-    u, v = (rng.integers(16, 241, (height // 2, width // 2), dtype=np.uint8) for _ in range(2))
-    frame = av.VideoFrame.from_ndarray(np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(-1, width),
+    width = planes[0].shape[1]
+    frame = av.VideoFrame.from_ndarray(np.concatenate([p.ravel() for p in planes]).reshape(-1, width),
                                        format="yuv420p")
-    planes = [torch.from_numpy(p[None]) for p in (y, u, v)]
-    for ours, ffmpeg, other in (("bt709", "ITU709", "bt601"), ("bt601", "ITU601", "bt709")):
-        reference = frame.reformat(format="rgb24", src_colorspace=ffmpeg, interpolation="POINT").to_ndarray()
-        mine = yuv420_to_rgb(*planes, matrix=ours)[0].permute(1, 2, 0).numpy() * 255
-        wrong = yuv420_to_rgb(*planes, matrix=other)[0].permute(1, 2, 0).numpy() * 255
-        assert np.abs(mine - reference).max() < 4 and np.abs(mine - reference).mean() < 1.5
-        assert np.abs(wrong - reference).max() > 15  # the check above can tell the matrices apart
+    return frame.reformat(format="rgb24", src_colorspace=colorspace, src_color_range="JPEG" if full_range else "MPEG",
+                          interpolation="POINT").to_ndarray().astype(np.float64)
 
+
+def _ours(planes: list[np.ndarray], matrix: str, full_range: bool) -> np.ndarray:
+    tensors = [torch.from_numpy(p[None]) for p in planes]
+    return yuv420_to_rgb(*tensors, matrix=matrix, full_range=full_range)[0].permute(1, 2, 0).numpy() * 255
+
+
+def _random_yuv420(height: int, width: int, full_range: bool, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    luma, chroma = ((0, 256), (0, 256)) if full_range else ((16, 236), (16, 241))
+    return [rng.integers(*luma, (height, width), dtype=np.uint8),
+            *(rng.integers(*chroma, (height // 2, width // 2), dtype=np.uint8) for _ in range(2))]
+
+
+# (ours, FFmpeg's name, full range), and a way of reading the same planes that the comparison must tell apart
+YUV_CASES = [("bt709", "ITU709", False, ("bt601", False)), ("bt601", "ITU601", False, ("bt709", False)),
+             ("bt709", "ITU709", True, ("bt709", False)), ("bt2020", "BT2020", False, ("bt709", False)),
+             ("bt2020", "BT2020", True, ("bt2020", False))]
+
+
+@pytest.mark.parametrize("matrix, colorspace, full_range, other", YUV_CASES)
+def test_yuv_to_rgb_matches_ffmpeg(matrix, colorspace, full_range, other):
+    planes = _random_yuv420(32, 48, full_range)
+    reference = _ffmpeg_rgb(planes, colorspace, full_range)
+    mine, wrong = _ours(planes, matrix, full_range), _ours(planes, *other)
+    assert np.abs(mine - reference).max() < 4 and np.abs(mine - reference).mean() < 1.5
+    assert np.abs(wrong - reference).max() > 15  # the check above can tell them apart
+
+
+def test_rgb_to_yuv_round_trips():
     rgb = moving_frames(3, 64, 96, seed=4)
     for matrix in ("bt709", "bt2020"):
         for full in (False, True):

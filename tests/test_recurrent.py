@@ -5,7 +5,7 @@ import torch
 
 from vpbench.errors import UserError
 from vpbench.predictor import count_parameters, create_predictor
-from vpbench.recurrent import patchify, unpatchify
+from vpbench.layers import patchify, unpatchify
 from vpbench.spec import VideoSpec
 
 

@@ -38,6 +38,9 @@ BROKEN_PLUGINS = {
     "stochastic-without-the-sampling-signature": (
         "from vpbench import StochasticPredictor, register_predictor\n@register_predictor('nosig')\n"
         "class NoSig(StochasticPredictor):\n" + FORWARD, "forward must accept keyword arguments samples and generator"),
+    # `--set eval.x=...` must reach the evaluation settings, `data.x` the dataset's: such a name is refused
+    **{f"named-{scope}": (HEAD + f"@register_predictor('{scope}')\nclass Scoped(Predictor):\n" + FORWARD,
+                          f"predictor name '{scope}' of Scoped of ") for scope in ("data", "eval")},
 }
 
 

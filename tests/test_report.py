@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import HANG_GUARD_SECONDS
 from vpbench.errors import UserError
 from vpbench.reports.html import write_html
 from vpbench.reports.tables import load_results, render, write_report
@@ -328,3 +331,18 @@ def test_html_footnotes_are_paragraphs_and_wide_tables_scroll_in_their_own_box(t
                      "their costs are no result to beat."]
     assert parsed.table_boxes == ["table-scroll"]
     assert ".table-scroll{overflow-x:auto" in write_html(tmp_path, None)
+
+
+# `bench report` as a user types it, then which modules it imported: reading results needs no torch.
+TORCH_AFTER_BENCH = ("import sys\nsys.argv = ['bench', *sys.argv[1:]]\nfrom vpbench.cli import main\ntry:\n    main()\n"
+                     "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+                     "print('TORCH', sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
+
+
+@pytest.mark.parametrize("args", [[], ["--out", "report.md"], ["--format", "html", "--out", "page.html"],
+                                  ["--format", "csv"], ["--compare-paper", "stip"]])
+def test_bench_report_on_existing_results_never_imports_torch(two: Path, args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-c", TORCH_AFTER_BENCH, "report", "--runs", str(two), *args], cwd=two,
+                          capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "TORCH []", proc.stdout[-2000:] + proc.stderr

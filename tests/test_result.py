@@ -2,6 +2,7 @@
 and results this vpbench cannot trust are refused with a reason that names the file."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from vpbench.config import Overrides
+from vpbench.devices import ExecutionSettings
 from vpbench.errors import UserError
-from vpbench.predictor import resolve_config
+from vpbench.predictor import predictor_overrides, resolve_config
 from vpbench.registry import PREDICTORS
 from vpbench.result import SCHEMA, Identity, NewerSchemaError, Result, ResultError
-from vpbench.runner import RunSettings, build_dataset, predictor_overrides, run_identity, run_models
+from vpbench.runner import IdentitySettings, RunSettings, build_dataset, run_identity, run_models
 from vpbench.store import run_id
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -72,7 +74,7 @@ def test_the_run_id_of_an_existing_run_is_the_hash_of_its_identity(config: Path)
     assert run_id(Identity.from_dict(identity).to_dict()) == stored  # through the record, unchanged
 
 
-def _identity(name: str, overrides: Overrides, settings: RunSettings, **dataset_options: object) -> Identity:
+def _identity(name: str, overrides: Overrides, settings: IdentitySettings, **dataset_options: object) -> Identity:
     cls = PREDICTORS.get(name)
     dataset = build_dataset("moving-digits", None, {**overrides.dataset, **dataset_options})
     resolved = resolve_config(cls, dataset.presets(), predictor_overrides(cls, overrides), quick=settings.quick)
@@ -81,13 +83,13 @@ def _identity(name: str, overrides: Overrides, settings: RunSettings, **dataset_
 
 def test_the_runner_gives_existing_runs_their_run_ids() -> None:
     """A change to the identity (a key added, renamed or dropped) would orphan every run made before it."""
-    copy_last = _identity("copy-last", Overrides(dataset={"test_size": 16}), RunSettings())
+    copy_last = _identity("copy-last", Overrides(dataset={"test_size": 16}), IdentitySettings())
     assert run_id(copy_last.to_dict()) == "11ca09495280"
     tiny = {"filters": 4, "cell_stoch_size": 4, "cell_deter_size": 16, "cell_embed_size": 16,
             "enc_dense_embed_size": 32, "quick_iterations": 4, "batch_size": 2}
     data = {"context": 12, "future": 4, "train_size": 8, "val_size": 2, "test_size": 2}
     cwvae = _identity("cwvae", Overrides(per_predictor={"cwvae": tiny}, dataset=data),
-                      RunSettings(quick=True, samples=2))
+                      IdentitySettings(quick=True, samples=2))
     assert cwvae.samples == 2 and run_id(cwvae.to_dict()) == "f53f20ccea2e"
 
 
@@ -133,13 +135,12 @@ def test_a_result_is_checked_against_its_protocol(tmp_path: Path) -> None:
 
 def test_a_run_whose_result_has_a_newer_schema_is_not_redone_silently(tmp_path: Path) -> None:
     overrides = Overrides(dataset={"test_size": 4})
-    settings = RunSettings(out=tmp_path, progress=False)
+    settings = RunSettings(out=tmp_path, execution=ExecutionSettings(progress=False))
     (first,) = run_models(["copy-last"], "moving-digits", None, overrides, settings, "run")
     path = tmp_path / "moving-digits" / "copy-last" / first["run_id"] / "result.json"
     assert Result.read(path).to_dict() == first
     path.write_text(json.dumps({**first, "schema": SCHEMA + 1}))
     with pytest.raises(UserError, match="written by a newer vpbench.*--force redoes"):
         run_models(["copy-last"], "moving-digits", None, overrides, settings, "run")
-    settings.force = True
-    run_models(["copy-last"], "moving-digits", None, overrides, settings, "run")
+    run_models(["copy-last"], "moving-digits", None, overrides, dataclasses.replace(settings, force=True), "run")
     assert json.loads(path.read_text())["schema"] == SCHEMA

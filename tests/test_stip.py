@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from conftest import run_bench
 from vpbench.errors import UserError
 from vpbench.predictor import count_parameters, create_predictor
-from vpbench.recurrent import patchify
+from vpbench.layers import patchify
 from vpbench.spec import VideoSpec
-from vpbench.training import TrainContext, load_weights
+from vpbench.foreign import load_weights
+from vpbench.training import TrainContext
 
 torch.set_num_threads(1)
 
@@ -185,7 +186,7 @@ def test_paper_presets_have_the_reference_layout_and_load_published_checkpoints(
     # The published files: {"net_param": state_dict} for the predictor (model_pm) and the discriminator (model_d).
     pm = random_state(gen_layout)
     torch.save({"net_param": pm}, tmp_path / "model_pm.ckpt-1")
-    load_weights(model, tmp_path / "model_pm.ckpt-1", torch.device("cpu"))
+    load_weights(model, tmp_path / "model_pm.ckpt-1")
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in pm.items())
     model.discriminator.load_state_dict(random_state(d_layout), strict=True)
@@ -196,13 +197,13 @@ def test_official_checkpoints_are_refused_when_they_do_not_fit(tmp_path):
     pm = random_state(small_layout())
     torch.save({"net_param": pm}, tmp_path / "pm")
     with pytest.raises(UserError, match="channel_order=bgr"):
-        load_weights(small_stip(spec), tmp_path / "pm", torch.device("cpu"))
+        load_weights(small_stip(spec), tmp_path / "pm")
     torch.save({"net_param": {k: v for k, v in pm.items() if not k.startswith("merge.")}}, tmp_path / "partial")
     with pytest.raises(UserError, match="does not fit stip.*merge.weight"):
-        load_weights(small_stip(spec, channel_order="bgr"), tmp_path / "partial", torch.device("cpu"))
+        load_weights(small_stip(spec, channel_order="bgr"), tmp_path / "partial")
     torch.save({"net_param": random_state(reference_discriminator_layout(12, 16, 8, 8))}, tmp_path / "d")
     with pytest.raises(UserError, match="model_d"):
-        load_weights(small_stip(spec, channel_order="bgr"), tmp_path / "d", torch.device("cpu"))
+        load_weights(small_stip(spec, channel_order="bgr"), tmp_path / "d")
 
 
 # --- the forward, against the re-stated reference ---------------------------------------------------
@@ -257,20 +258,36 @@ def train_once(model, clip, iteration=0):
     return trainer, model.training_step(clip, trainer)
 
 
+def gan_step(model, clip):
+    """One training step: the losses it reports, and its generator's terms computed apart from it: the MSE of the
+    rollout it trains on (made before the step, from the same weights; at iteration 0 every step is fed truth),
+    the LP-loss and the adversarial BCE from the discriminator the step left, the one its generator pass saw."""
+    with torch.no_grad():
+        prediction, target = model._teacher_forced(clip, 0)
+    _, reported = train_once(model, clip)
+    with torch.no_grad():
+        probability, fake_features = model.discriminator(prediction)
+        real_features = model.discriminator(target)[1]
+    terms = {"mse": F.mse_loss(prediction, target), "lp": F.mse_loss(fake_features, real_features),
+             "adv": F.binary_cross_entropy(probability, torch.ones_like(probability))}
+    return reported, {name: value.item() for name, value in terms.items()}
+
+
 def test_gan_step_updates_both_networks_and_keeps_predictor_gradients_out_of_the_discriminator():
     model = small_stip()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     clip = torch.rand(2, 6, 3, 32, 32)
-    _, losses = train_once(model, clip)
+    losses, terms = gan_step(model, clip)
     after = model.state_dict()
     assert not torch.equal(before["discriminator.main.0.weight"], after["discriminator.main.0.weight"])
     assert not torch.equal(before["s_encoder3d.encoder3d_s_conv-1.weight"], after["s_encoder3d.encoder3d_s_conv-1.weight"])
     assert torch.equal(before["merge.weight"], after["merge.weight"])  # never called, never trained
     # The predictor's loss must not leave gradients in the discriminator for its next update.
     assert all(p.grad is None for p in model.discriminator.parameters())
-    expected = losses["mse"] + 0.01 * losses["lp"] + 0.001 * losses["adv"]
-    assert losses["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert losses["lp"] > 0 and losses["d_loss"] > 0
+    assert {name: losses[name].item() for name in terms} == pytest.approx(terms, rel=1e-5)
+    expected = terms["mse"] + 0.01 * terms["lp"] + 0.001 * terms["adv"]  # lp_weight, adv_weight: STIP's defaults
+    assert losses["loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert terms["lp"] > 0 and losses["d_loss"] > 0
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -303,10 +320,10 @@ def test_discriminator_update_is_an_adam_step_on_its_own_loss():
 
 def test_loss_ablations_change_the_objective():
     clip = torch.rand(2, 6, 3, 32, 32)
-    _, no_lp = train_once(small_stip(lp_weight=0.0), clip)
-    assert no_lp["loss"].item() == pytest.approx((no_lp["mse"] + 0.001 * no_lp["adv"]).item(), rel=1e-6)
-    _, no_adv = train_once(small_stip(adv_weight=0.0), clip)
-    assert no_adv["loss"].item() == pytest.approx((no_adv["mse"] + 0.01 * no_adv["lp"]).item(), rel=1e-6)
+    no_lp, terms = gan_step(small_stip(lp_weight=0.0), clip)
+    assert no_lp["loss"].item() == pytest.approx(terms["mse"] + 0.001 * terms["adv"], rel=1e-5)
+    no_adv, terms = gan_step(small_stip(adv_weight=0.0), clip)
+    assert no_adv["loss"].item() == pytest.approx(terms["mse"] + 0.01 * terms["lp"], rel=1e-5)
     mse_only = small_stip(lp_weight=0.0, adv_weight=0.0)
     assert mse_only.discriminator is None and set(mse_only.optimizer_groups()) == {"generator"}
     _, plain = train_once(mse_only, clip)

@@ -75,17 +75,17 @@ def test_evaluate_draws_samples_from_the_seed_and_reports_both_summaries():
     first = evaluate(model, _clips(), device=cpu, batch_size=4, samples=5, seed=3)
     again = evaluate(model, _clips(), device=cpu, batch_size=4, samples=5, seed=3)
     other = evaluate(model, _clips(), device=cpu, batch_size=4, samples=5, seed=4)
-    assert first["samples"] == 5 and first["sequences"] == 6
-    assert first["per_step"] == again["per_step"] and first["best_of_samples"] == again["best_of_samples"]
-    assert first["per_step"]["mse"] != other["per_step"]["mse"]
-    best, mean = first["best_of_samples"]["mean"], first["mean"]
+    assert first.samples == 5 and first.sequences == 6
+    assert first.summary == again.summary and first.best_of_samples == again.best_of_samples
+    assert first.summary.per_step["mse"] != other.summary.per_step["mse"]
+    best, mean = first.best_of_samples.mean, first.summary.mean
     assert best["psnr"] > mean["psnr"] and best["ssim"] > mean["ssim"] and best["mse"] < mean["mse"]
 
 
 def test_a_deterministic_predictor_is_scored_once_without_sample_keys():
     model = create_predictor("copy-last", VideoSpec(1, 64, 64, 4, 6))
     out = evaluate(model, _clips(), device=torch.device("cpu"), batch_size=4, samples=5)
-    assert "samples" not in out and "best_of_samples" not in out and out["sequences"] == 6
+    assert out.samples is None and out.best_of_samples is None and out.sequences == 6
 
 
 def _long(predictor: str, psnr: list[float], **overrides) -> dict:
@@ -154,9 +154,13 @@ def test_stochastic_predictors_run_end_to_end_with_best_and_mean_of_n_rows(bench
         assert ev["best_of_samples"]["mean"]["psnr"] >= ev["mean"]["psnr"]
     assert "samples" not in results["copy-last"]["eval"]
     for name in ("cwvae", "htsrm"):  # generative models keep the checkpoint with the best validation ELBO
-        assert results[name]["train"]["selected_on"].startswith("validation loss")
-        vals = [json.loads(line) for line in next((tmp_path / "runs").rglob(f"{name}/*/train.log")).read_text().splitlines()]
-        assert all("loss" in v for v in vals if v["event"] == "val")
+        train = results[name]["train"]
+        assert train["selected_on"].startswith("validation loss")
+        log = next((tmp_path / "runs").rglob(f"{name}/*/train.log")).read_text().splitlines()
+        vals = [event for event in map(json.loads, log) if event["event"] == "val"]
+        assert vals and all("loss" in v for v in vals)
+        best = min(vals, key=lambda v: v["loss"])  # the first of equal losses, as training keeps the first
+        assert (train["best_iteration"], train["best_val_score"]) == (best["iteration"], best["loss"])
     md = bench("report").stdout
     rows = table(md.split("per predicted step")[0])
     assert {"cwvae (mean of 3)†", "cwvae (best of 3)†", "htsrm (mean of 3)†", "htsrm (best of 3)†", "copy-last†"} == {

@@ -7,9 +7,10 @@ from vpbench.errors import UserError
 from vpbench.foreign import configure, load_into, read_checkpoint
 from vpbench.predictor import count_parameters, create_predictor
 from vpbench.predictors.strpm import STRPM
-from vpbench.recurrent import patchify
+from vpbench.layers import patchify
 from vpbench.spec import VideoSpec
-from vpbench.training import TrainContext, load_weights
+from vpbench.foreign import load_weights
+from vpbench.training import TrainContext
 
 from conftest import MMNIST, tiny
 from reference_counts import Conv, totals

@@ -12,8 +12,10 @@ import torch
 from conftest import HANG_GUARD_SECONDS, TINY, run_bench
 from vpbench.config import Overrides
 from vpbench.registry import DATASETS
+from vpbench.devices import ExecutionSettings
 from vpbench.runner import RunSettings, run_models
-from vpbench.store import load_checkpoint, write_json_atomic
+from vpbench.files import write_json_atomic
+from vpbench.store import load_checkpoint
 
 RESUMABLE = ["--models", "convlstm", "--dataset", "moving-digits", "--out", "R", *TINY,
              "--set", "max_iterations=160", "--set", "val_every=40", "--set", "checkpoint_every=5"]
@@ -103,7 +105,8 @@ def test_training_never_reads_the_test_split(tmp_path, monkeypatch):
     overrides = Overrides(everyone={"max_iterations": 4, "val_every": 2, "batch_size": 2},
                           per_predictor={"convlstm": {"num_layers": 1, "num_hidden": 4}},
                           dataset={"train_size": 20, "val_size": 4, "test_size": 4})
-    run_models(["convlstm"], "moving-digits", None, overrides, RunSettings(out=tmp_path, progress=False), "train")
+    settings = RunSettings(out=tmp_path, execution=ExecutionSettings(progress=False))
+    run_models(["convlstm"], "moving-digits", None, overrides, settings, "train")
     assert touched and "test" not in touched
 
 

@@ -1,6 +1,6 @@
 """Measurement: every metric has one shape (`base.Metric`), scored per frame and summed per step.
 
-    figures.py     which way is better for every figure a metric reports (torch-free: reports read it)
+    direction.py   which way is better for every figure a metric reports (torch-free: reports read it)
     base.py        Metric: per-frame scores -> per-step sums -> reported figures
     accumulate.py  per-step sums in float64 over processes; the mean and the best of N samples
     frame.py       MSE, MAE, PSNR, SSIM (scikit-image's numbers)
@@ -12,6 +12,6 @@
 
 Importing this package imports no torch; its modules do.
 """
-from .figures import HIGHER_IS_BETTER
+from .direction import HIGHER_IS_BETTER
 
 __all__ = ["HIGHER_IS_BETTER"]

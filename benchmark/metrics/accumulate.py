@@ -99,7 +99,7 @@ class MeanAndBestOfN:
 
 
 @dataclass(frozen=True)
-class Summary:
+class MetricSummary:
     """A metric's figures over an evaluation: over the mean of samples, and over the best of N (None for a
     metric of the first sample only)."""
 
@@ -129,8 +129,8 @@ class MetricSums:
                                           target.unsqueeze(1).expand_as(prediction).flatten(0, 1))
         self.sums.add({name: v.view(b, n, t) for name, v in scores.items()})
 
-    def summary(self) -> Summary:
+    def summary(self) -> MetricSummary:
         """Collective under torch.distributed: call it once on every rank."""
         totals = self.sums.totals()
         best = self.metric.summarise(totals.best, totals.sequences) if self.metric.every_sample else None
-        return Summary(self.metric.summarise(totals.mean, totals.sequences), best, totals.sequences)
+        return MetricSummary(self.metric.summarise(totals.mean, totals.sequences), best, totals.sequences)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Mapping
 
 from torch import Tensor
 
-from .figures import HIGHER_IS_BETTER
+from .direction import HIGHER_IS_BETTER
 
 
 class Metric(ABC):
