@@ -94,8 +94,8 @@ class ConvLSTM(RecurrentPredictor):
         # budget kept the background exactly black without fading the digits. For paper-scale runs use
         # --preset mmnist.
         "moving-digits": dict(num_layers=2, num_hidden=64, filter_size=3, patch_size=8, batch_size=8, lr=2e-3,
-                              lr_schedule="cosine", max_iterations=800, quick_iterations=200,
-                              scheduled_sampling=False, val_every=400, grad_clip=1.0, l1_weight=0.1),
+                              lr_schedule="cosine", max_iterations=700, quick_iterations=200,
+                              scheduled_sampling=False, val_every=350, grad_clip=1.0, l1_weight=0.1),
         "moving-shapes": dict(num_layers=2, num_hidden=32, filter_size=3, patch_size=8, batch_size=4, lr=1e-3,
                               lr_schedule="cosine", max_iterations=1000, quick_iterations=200,
                               sampling_stop_iter=500, val_every=200, grad_clip=1.0),
