@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py [--models convlstm,predrnn,predrnn-pp,mim,e3d-lstm] [--preset mmnist]
                                [--batch 1] [--threads 2] [--device cpu] [--repeats 5] [--no-compile]
+                               [--variants fp32,openstl]
 
 Per predictor (the preset's model on its 64x64, 10 -> 10 protocol), milliseconds per call, the median of
 --repeats rounds in which every variant runs once in turn, all in this one process:
@@ -62,11 +63,17 @@ class Variant:
 
 
 def median_ms(variants: list[Variant], which: str, repeats: int, sync: Callable[[], None]) -> dict[str, float]:
-    """Every variant once per round, `repeats` rounds after one warm-up round; the median per variant."""
+    """Every variant once per round, `repeats` rounds after one warm-up round; the median per variant.
+
+    Every other round runs the variants in reverse order, so that no variant always runs right after the same
+    one (what a call leaves in the caches and the allocator can favour or slow the next)."""
     calls = {v.name: getattr(v, which) for v in variants if getattr(v, which) is not None}
     times: dict[str, list[float]] = {name: [] for name in calls}
     for round_ in range(repeats + 1):
-        for name, call in calls.items():
+        order = list(calls.items())
+        if round_ % 2:
+            order.reverse()
+        for name, call in order:
             sync()
             tic = time.perf_counter()
             call()
@@ -187,12 +194,14 @@ def compare_predictor(name: str, args: argparse.Namespace, device: torch.device,
         lines.append(f"  outputs: largest |openstl - vpbench| = {difference:.2e}")
         variants += [Variant("openstl", r_forward, r_train),
                      Variant("openstl-bf16", within(bf16(device), r_forward), within(bf16(device), r_train))]
+    if args.variants:
+        variants = [v for v in variants if v.name in args.variants.split(",")]
     for which, label in (("forward", "forward"), ("train_step", "train step")):
         ms = median_ms(variants, which, args.repeats, sync)
         base = ms.get("openstl")
         cells = [f"{v} {t:.1f}" + (f" ({base / t:.2f}x)" if base and v != "openstl" else "") for v, t in ms.items()]
         lines.append(f"  {label:10s} ms: " + ", ".join(cells))
-        if which == "forward" and device.type == "cpu":
+        if which == "forward" and device.type == "cpu" and "fp32" in ms:
             conv = convolution_ms(forward)
             bound = f"; fp32 bound vs openstl: {base / conv:.2f}x" if base else ""
             lines.append(f"  fp32 forward: {conv:.1f} ms of {ms['fp32']:.1f} in convolution kernels "
@@ -237,6 +246,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--variants", default="", help="time only these (comma-separated, e.g. fp32,openstl: "
+                        "bf16 is emulated, and slow, on a CPU without AVX512-BF16 or AMX)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (compiling takes "
                         "tens of seconds per predictor on a CPU)")
     args = parser.parse_args()

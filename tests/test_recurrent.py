@@ -68,3 +68,32 @@ def test_mmnist_preset_size_matches_the_reference_model():
 def test_patch_must_divide_the_frame():
     with pytest.raises(UserError, match="patch_size 5 does not divide"):
         create_predictor("convlstm", VideoSpec(1, 16, 16, 4, 4), patch_size=5)
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_convlstm_first_step_skips_the_zero_state_with_the_same_result(layer_norm, grad):
+    """The first step takes no state (None) and skips the hidden-state convolution: it must give what the
+    full gate sum gives on an all-zero state, values and gradients."""
+    model = tiny_convlstm(layer_norm=layer_norm)
+    for p in model.parameters():
+        torch.nn.init.normal_(p)  # LayerNorm shifts away from their zero init
+    cell = model.cell_list[0]
+    x = torch.rand(2, 16, 4, 4)
+    zeros = torch.zeros(2, 8, 4, 4)
+
+    def run(h, c):
+        cell.zero_grad()
+        with torch.set_grad_enabled(grad):
+            out_h, out_c = cell(x, h, c)
+            if grad:
+                (out_h.sum() + 2 * out_c.sum()).backward()
+        return out_h, out_c, {n: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                              for n, p in cell.named_parameters()}
+
+    h_full, c_full, grads_full = run(zeros, zeros)
+    h_first, c_first, grads_first = run(None, None)
+    torch.testing.assert_close(h_first, h_full, rtol=0, atol=1e-6)
+    torch.testing.assert_close(c_first, c_full, rtol=0, atol=1e-6)
+    for name in grads_full:
+        torch.testing.assert_close(grads_first[name], grads_full[name], rtol=0, atol=1e-5)
