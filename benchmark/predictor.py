@@ -182,16 +182,21 @@ def resolve_config(predictor: str | type[Predictor], preset_keys: tuple[str, ...
     return ResolvedConfig(cls, config, chosen)
 
 
+def setting_names(cls: type[Predictor]) -> set[str]:
+    """The names a predictor's settings go by in --set / --config."""
+    return {f.name for f in fields(cls.Config)}
+
+
 def predictor_overrides(cls: type[Predictor], overrides: Overrides) -> dict[str, Any]:
     """Keys set for every predictor apply where the predictor has them; scoped keys always apply."""
-    known = {f.name for f in fields(cls.Config)}
+    known = setting_names(cls)
     shared = {k: v for k, v in overrides.everyone.items() if k in known}
     return {**shared, **overrides.per_predictor.get(cls.registry_name, {})}
 
 
 def check_shared_keys(classes: list[type[Predictor]], overrides: Overrides) -> None:
     """A key set for every predictor must be a setting of at least one of them (else it is a typo)."""
-    known = set().union(*({f.name for f in fields(c.Config)} for c in classes))
+    known = set().union(*map(setting_names, classes))
     unknown = sorted(set(overrides.everyone) - known)
     if unknown:
         names = ", ".join(c.registry_name for c in classes)

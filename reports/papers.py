@@ -17,7 +17,8 @@ import pandas as pd
 
 from vpbench.errors import UserError
 
-from .tables import COLUMN_STYLES, _cell_text, _escape, _Notes, paragraphs
+from .markdown import Notes, cell_text, paragraphs, pipe_table
+from .tables import COLUMN_STYLES
 
 
 @dataclass(frozen=True)
@@ -185,10 +186,10 @@ def _header(column: str, future: int) -> str:
 
 
 def _format(column: str, value: float) -> str:
-    return _cell_text(value, COLUMN_STYLES[column.rsplit("_", 1)[0]][2])
+    return cell_text(value, COLUMN_STYLES[column.rsplit("_", 1)[0]][2])
 
 
-def _ours(run: pd.Series, table: PublishedTable, notes: _Notes) -> tuple[list[str], list[str]]:
+def _ours(run: pd.Series, table: PublishedTable, notes: Notes) -> tuple[list[str], list[str]]:
     """Our run's cells in the table's columns, and the marks of why it is not comparable (none: it is)."""
     marks: list[str] = []
     cells: list[str] = []
@@ -217,7 +218,7 @@ def _ours(run: pd.Series, table: PublishedTable, notes: _Notes) -> tuple[list[st
 
 
 def _paper_table(frame: pd.DataFrame, table: PublishedTable) -> list[str]:
-    notes = _Notes()
+    notes = Notes()
     runs = frame[(frame["dataset"] == table.dataset) & (frame["protocol"] == table.protocol)]
     header = ["method", *(_header(c, table.future) for c in table.columns), "comparable"]
     body: list[list[str]] = []
@@ -242,9 +243,7 @@ def _paper_table(frame: pd.DataFrame, table: PublishedTable) -> list[str]:
              f"{table.table}", "", f"Source: {table.source}.", "",
              f"Published numbers in the `{table.convention}` convention; ours in that convention where the run "
              f"was scored in it.", "",
-             "| " + " | ".join(map(_escape, header)) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-             *("| " + " | ".join(map(_escape, r)) + " |" for r in body), ""]
+             *pipe_table(header, body), ""]
     missing = [f"No run of {table.dataset} / {table.protocol} under this runs directory."] if runs.empty else []
     lines += paragraphs([*missing, *notes.lines()])
     return [*lines, ""]

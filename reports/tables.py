@@ -22,6 +22,8 @@ from vpbench.metrics.direction import HIGHER_IS_BETTER
 from vpbench.result import Costs, Evaluation, Result, ResultError, Summary, TrainRecord
 from vpbench.files import write_text_atomic
 
+from .markdown import Notes, cell_text, paragraphs, pipe_table
+
 Format = Literal["md", "csv", "json"]
 
 STATS = ("first", "last", "mean")
@@ -333,33 +335,6 @@ def _mean_curves(curves: pd.Series) -> dict[str, list[float]]:
     return {m: [sum(values) / len(values) for values in zip(*(c[m] for c in curves))] for m in sorted(shared)}
 
 
-class _Notes:
-    """Footnotes, numbered in order of first use; the same text always gets the same mark."""
-    def __init__(self) -> None:
-        self.marks: dict[str, str] = {}
-
-    def mark(self, text: str, mark: str | None = None) -> str:
-        if text not in self.marks:
-            numbered = sum(m[0] in "¹²³⁴⁵⁶⁷⁸⁹" for m in self.marks.values())
-            self.marks[text] = mark or str(numbered + 1).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
-        return self.marks[text]
-
-    def lines(self) -> list[str]:
-        return [f"{mark} {text}" for text, mark in self.marks.items()]
-
-
-def _escape(text: object) -> str:
-    return str(text).replace("|", "\\|")  # a literal | would split a markdown cell
-
-
-def _cell_text(value: float, fmt: Callable[[float], str]) -> str:
-    if pd.isna(value):
-        return "—"
-    if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
-    return fmt(value)
-
-
 def _table(runs: pd.DataFrame) -> list[str]:
     first = runs.iloc[0]
     rows = _aggregate(runs)
@@ -367,7 +342,7 @@ def _table(runs: pd.DataFrame) -> list[str]:
     devices = sorted({d for ds in rows["devices"] for d in ds})
     memory_kinds = sorted({k for ks in rows["memory_kinds"] for k in ks})
     process_memory = _process_memory(memory_kinds)
-    notes = _Notes()
+    notes = Notes()
     # Row labels first, so the honesty marks († and partial splits) get the first footnotes.
     predictors = rows["predictor"].value_counts()
     labels = []
@@ -386,7 +361,7 @@ def _table(runs: pd.DataFrame) -> list[str]:
         for note in row["weight_notes"]:
             label += notes.mark(note)
         labels.append(label)
-    cells = pd.DataFrame({c.header: [_cell_text(v, c.fmt) for v in rows[c.source]] for c in cols}, dtype=object)
+    cells = pd.DataFrame({c.header: [cell_text(v, c.fmt) for v in rows[c.source]] for c in cols}, dtype=object)
     for c in cols:
         measured = rows["not_measured"].map(lambda d: c.metric not in d)
         better = None if c.source == "ms_per_sequence" and len(devices) > 1 else c.better  # not comparable
@@ -401,9 +376,7 @@ def _table(runs: pd.DataFrame) -> list[str]:
     body = [[label, str(seeds), *row] for label, seeds, row in zip(labels, rows["seeds"], cells.itertuples(False))]
     size = "×".join(str(first[k]) for k in ("height", "width")) + ("" if first["channels"] == 1 else f"×{first['channels']}")
     lines = [f"### {first['dataset']} — {protocol_title(first, size)}", "",
-             "| " + " | ".join(map(_escape, header)) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-             *("| " + " | ".join(map(_escape, r)) + " |" for r in body), ""]
+             *pipe_table(header, body), ""]
     lines += paragraphs([*notes.lines(), *_table_notes(rows, cols, devices, memory_kinds)])
     if int(first["future"]) >= CURVE_TABLE_MIN_FUTURE:
         lines += _curve_table(rows, labels, int(first["future"]))
@@ -426,12 +399,6 @@ def _table_notes(rows: pd.DataFrame, cols: list[_Col], devices: list[str], memor
 def _process_memory(memory_kinds: list[str]) -> bool:
     """A process's peak RSS: the interpreter's own memory dominates it, so it is shown but never compared."""
     return any("RSS" in k for k in memory_kinds)
-
-
-def paragraphs(texts: list[str]) -> list[str]:
-    """Each note a paragraph of its own: lines without a blank line between run together when markdown is
-    rendered (the html page, GitHub), which made one paragraph of every footnote."""
-    return [line for text in texts for line in (text, "")][:-1]
 
 
 def _floor_note(rows: pd.DataFrame, cols: list[_Col]) -> str | None:
@@ -477,7 +444,7 @@ def _bold_best(texts: list[str], values: pd.Series, eligible: pd.Series, better:
     candidates = values[eligible].dropna()
     if not better or len(candidates) < 2:
         return texts
-    best = _cell_text(candidates.max() if better == "max" else candidates.min(), fmt)
+    best = cell_text(candidates.max() if better == "max" else candidates.min(), fmt)
     return [f"**{t}**" if t == best and ok else t for t, ok in zip(texts, eligible)]
 
 
@@ -501,13 +468,11 @@ def _curve_table(rows: pd.DataFrame, labels: list[str], future: int) -> list[str
         columns = []
         for step in steps:
             values = pd.Series([c[metric][step - 1] if metric in c else math.nan for c in rows["curves"]])
-            columns.append(_bold_best([_cell_text(v, fmt) for v in values], values, values.notna(), better, fmt))
+            columns.append(_bold_best([cell_text(v, fmt) for v in values], values, values.notna(), better, fmt))
         arrow = {"max": "↑", "min": "↓"}[better]
         lines += ["", f"{name}{arrow} per predicted step:", "",
-                  "| predictor | " + " | ".join(f"t+{t}" for t in steps) + " |",
-                  "|---|" + "---:|" * len(steps),
-                  *("| " + " | ".join([_escape(label), *(col[i] for col in columns)]) + " |"
-                    for i, label in enumerate(labels))]
+                  *pipe_table(["predictor", *(f"t+{t}" for t in steps)],
+                              [[label, *(col[i] for col in columns)] for i, label in enumerate(labels)])]
     return lines
 
 
