@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench import ODD, Rule, UserError, VideoSpec, at_least, register_predictor, setting
+from vpbench import ODD, ReferenceLayout, Rule, UserError, VideoSpec, at_least, register_predictor, setting
 
 from .predrnn import PAPER_PRESETS, PredRNN, PredRNNConfig
 
@@ -121,12 +121,17 @@ class MotionGRU(nn.Module):
         return self.warp(x, motion), motion, trend
 
 
+# The authors' files (core/models/model_factory.py `Model.save`): {"net_param": the RNN's state dict}, in this
+# model's names. Their weights need nothing set: the initial states are the one difference (see the module doc).
+OFFICIAL = ReferenceLayout("thuml MotionRNN", container="net_param")
+
+
 @register_predictor("motionrnn", aliases=("motion-rnn",))
 class MotionRNN(PredRNN):
     """MotionRNN (Wu et al. 2021): PredRNN with MotionGRU units between layers and a motion highway."""
 
     Config = MotionRNNConfig
-    checkpoint_layouts = ()  # OpenSTL has no MotionRNN: PredRNN's layout is not this model's
+    checkpoint_layouts = (OFFICIAL,)  # OpenSTL has no MotionRNN: PredRNN's layout is not this model's
     presets = {
         # OpenSTL has no MotionRNN; its fork duyhlzu/GMG adds one with configs/mmnist/MotionRNN.py: 4 x 128,
         # filter 5, patch 4, scheduled sampling to 0 at 50k, batch 16, lr 3e-4 (thuml's own script's lr too),
