@@ -208,13 +208,12 @@ def _read_mxnet(path: Path, predictor: type[Predictor]) -> Checkpoint:
         raise UserError(f"{name}: {path}: {layout.source} saves its model as {expected}, side by side; "
                         "give one of them, under the name it was saved as")
     files = [path.with_name(f"{part}-{match[2]}.params") for part in layout.parts]
-    tensors: dict[str, Tensor] = {}
-    for file in files:
-        if not file.is_file():
-            raise UserError(f"{name}: {path}: {layout.source} saves its model in {', '.join(f.name for f in files)}; "
-                            f"{file.name} is not beside it")
-        for key, tensor in read_mxnet_params(file).items():
-            tensors[re.sub(r"^(arg|aux):", "", key)] = tensor
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise UserError(f"{name}: {path}: {layout.source} saves its model in {', '.join(f.name for f in files)}; "
+                        f"{', '.join(missing)} is not beside it")
+    tensors = {re.sub(r"^(arg|aux):", "", key): tensor
+               for file in files for key, tensor in read_mxnet_params(file).items()}
     for pattern, why in layout.refuse:
         if any(re.fullmatch(pattern, n) for n in tensors):
             raise UserError(f"{name}: {path}: {why}")

@@ -12,7 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vpbench import VideoSpec, create_predictor
+from vpbench import UserError, VideoSpec, create_predictor
+from vpbench.acceleration import prepare_execution
 from vpbench.cli import app
 from vpbench.foreign import configure, load_into, read_checkpoint
 from vpbench.registry import PREDICTORS
@@ -54,12 +55,18 @@ def reference_model(name: str, **changes):
 
 @pytest.mark.parametrize("name", ["strpm", "motionrnn", *HKO7])
 def test_reference_checkpoints_predict_what_the_reference_code_predicted(name):
+    # Max differences seen: strpm 7.5e-8, motionrnn 1.2e-7, convgru 6.0e-7, trajgru 1.2e-7 (outputs' std 0.01-0.14).
     model, checkpoint, context, expected = reference_model(name)
-    with torch.no_grad():
-        output = model(context, SPEC.future)
-    assert output.shape == expected.shape
-    assert (output - expected).abs().max() <= 1e-6
     assert checkpoint.layout is not None
+    with torch.no_grad():
+        plain = model(context, SPEC.future)
+        prepare_execution(model, torch.device("cpu"), "fp32", channels_last=True)  # the bf16 runs' layout
+        fast = model(context, SPEC.future)
+    assert plain.shape == expected.shape
+    assert (plain - expected).abs().max() <= 1e-6
+    assert (fast - expected).abs().max() <= 1e-6
+    # the layout is the run's business: the weights it would save are the file's
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in checkpoint.tensors.items())
 
 
 def test_strpm_weights_need_the_reference_memory_windows():
@@ -69,3 +76,45 @@ def test_strpm_weights_need_the_reference_memory_windows():
     paper, checkpoint, context, expected = reference_model("strpm", reference_memory=False)
     with torch.no_grad():
         assert (paper(context, SPEC.future) - expected).abs().max() > 1e-3
+
+
+# (fixture, predictor, the file given, what the notes start with)
+CLI = [("strpm", "strpm", FIXTURES / "strpm.ckpt", "official STRPM checkpoint"),
+       ("trajgru", "trajgru", FIXTURES / "trajgru" / "forecaster_net-0000.params", "HKO-7 checkpoint (MXNet")]
+
+
+def test_bench_eval_loads_the_reference_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for fixture_name, predictor, path, note in CLI:
+        _, record, _, _ = fixture(fixture_name)
+        sets = [a for k, v in record["settings"].items()
+                for a in ("--set", f"{predictor}.{k}={','.join(map(str, v)) if isinstance(v, list) else v}")]
+        preset = ["--preset", record["preset"]] if record["preset"] else []
+        proc = CliRunner().invoke(app, ["eval", "--models", predictor, "--dataset", "moving-digits", "--context", "3",
+                                        "--horizon", "3", "--set", "data.test_size=2", "--set", "data.height=32",
+                                        "--set", "data.width=32", "--out", "R", *preset, *sets,
+                                        "--checkpoint", str(path)])
+        assert proc.exit_code == 0, proc.output
+        (run,) = (tmp_path / "R" / "moving-digits" / predictor).iterdir()
+        assert json.loads((run / "result.json").read_text())["eval"]["checkpoint_notes"][0].startswith(note)
+
+
+def test_mxnet_files_that_cannot_be_read_are_one_error(tmp_path):
+    hko7 = FIXTURES / "trajgru"
+    data = (hko7 / "encoder_net-0000.params").read_bytes()
+    (tmp_path / "encoder_net-0003.params").write_bytes(data[:-10])  # truncated; its forecaster file is missing too
+    with pytest.raises(UserError, match="forecaster_net-0003.params is not beside it"):
+        read_checkpoint(tmp_path / "encoder_net-0003.params", PREDICTORS.get("trajgru"))
+    (tmp_path / "forecaster_net-0003.params").write_bytes((hko7 / "forecaster_net-0000.params").read_bytes())
+    with pytest.raises(UserError, match="ends early"):
+        read_checkpoint(tmp_path / "encoder_net-0003.params", PREDICTORS.get("trajgru"))
+    (tmp_path / "weights.params").write_bytes(data)
+    with pytest.raises(UserError, match="saves its model as encoder_net-<epoch>.params and forecaster_net-"):
+        read_checkpoint(tmp_path / "weights.params", PREDICTORS.get("trajgru"))
+    with pytest.raises(UserError, match="convlstm reads no MXNet checkpoints"):
+        read_checkpoint(hko7 / "encoder_net-0000.params", PREDICTORS.get("convlstm"))
+    # A TrajGRU file into ConvGRU: the names map, the shapes do not.
+    checkpoint = read_checkpoint(hko7 / "encoder_net-0000.params", PREDICTORS.get("convgru"))
+    model = create_predictor("convgru", SPEC, **configure(checkpoint, SPEC, fixture("convgru")[1]["settings"]))
+    with pytest.raises(UserError, match="does not fit convgru"):
+        load_into(model, checkpoint)
