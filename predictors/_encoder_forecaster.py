@@ -25,6 +25,12 @@ PyTorch's default `align_corners=False`, a half-pixel shift); the first forecast
 input-to-state weights (the port creates them unused). Not reproduced: the reference clips the
 encoder's and the forecaster's gradients separately (the harness clips both as one), and its
 MXNet FactorScheduler floors the learning rate at 1e-6 (never reached within its 200k iterations).
+
+Checkpoints: HKO-7's MXNet parameter files (`HKO7`: encoder_net / forecaster_net, read by vpbench.mxnet_params
+without MXNet). The forward is pinned to HKO-7's own MXNet code, not the port: tests/fixtures/references/make_hko7.py
+runs HKO-7 57b987b under MXNet 1.9.1 at a small size (32x32, 3 blocks of 8 filters) and saves its checkpoints and
+predictions; loaded here they predict the same to 6e-7 (ConvGRU) and 1.2e-7 (TrajGRU), on both execution paths
+(tests/test_reference_checkpoints.py). Only patch_size 1 is pinned so (HKO-7 has no patches).
 """
 from __future__ import annotations
 

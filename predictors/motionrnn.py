@@ -25,6 +25,11 @@ Departures from the reference code, towards the paper's intent:
   reference's stride-k convolution over a k-times enlarged map: the same weights (`warp.conv.weight`,
   [C, C, k, k]), the same result and the same multiply-adds.
 
+Checkpoints: the authors' files (`Model.save`: {"net_param": state dict}, the same names) load through
+`--checkpoint` (`OFFICIAL`). tests/fixtures/references/make_motionrnn.py wrote one with the authors' code (thuml
+002415f) and its outputs; loaded here, it predicts them to 1.2e-7 (tests/test_reference_checkpoints.py). The writer
+replaces the reference's random initial states by zeros, as above: that departure is pinned by nothing but reading.
+
 At the mmnist preset: 26,911,553 parameters (PredRNN's 23,838,720 plus 3,072,833) and 128.7 GFLOPs (fvcore,
 batch 1, the 10 -> 10 rollout's 19 steps; tests/test_predrnn_family.py counts both by hand). OpenSTL has no
 MotionRNN and no published figure to compare with; the reference code builds the same layers.

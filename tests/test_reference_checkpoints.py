@@ -73,7 +73,7 @@ def test_strpm_weights_need_the_reference_memory_windows():
     model, checkpoint, context, expected = reference_model("strpm")
     assert model.config.reference_memory is True
     assert any(n.startswith("set reference_memory=True: ") for n in checkpoint.notes)
-    paper, checkpoint, context, expected = reference_model("strpm", reference_memory=False)
+    paper, checkpoint, context, expected = reference_model("strpm", reference_memory=False)  # 0.08 apart
     with torch.no_grad():
         assert (paper(context, SPEC.future) - expected).abs().max() > 1e-3
 
