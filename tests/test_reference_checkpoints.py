@@ -111,6 +111,11 @@ def test_mxnet_files_that_cannot_be_read_are_one_error(tmp_path):
     (tmp_path / "weights.params").write_bytes(data)
     with pytest.raises(UserError, match="saves its model as encoder_net-<epoch>.params and forecaster_net-"):
         read_checkpoint(tmp_path / "weights.params", PREDICTORS.get("trajgru"))
+    # A second cell in a block (STACK_NUM 2, as HKO-7's own HKO runs have): same-length names, so only they change.
+    (tmp_path / "encoder_net-0004.params").write_bytes(data.replace(b"ebrnn2_0_", b"ebrnn2_1_"))
+    (tmp_path / "forecaster_net-0004.params").write_bytes((hko7 / "forecaster_net-0000.params").read_bytes())
+    with pytest.raises(UserError, match=r"STACK_NUM > 1"):
+        read_checkpoint(tmp_path / "forecaster_net-0004.params", PREDICTORS.get("trajgru"))
     with pytest.raises(UserError, match="convlstm reads no MXNet checkpoints"):
         read_checkpoint(hko7 / "encoder_net-0000.params", PREDICTORS.get("convlstm"))
     # A TrajGRU file into ConvGRU: the names map, the shapes do not.
