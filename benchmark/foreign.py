@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping
 from torch import Tensor
 
 from .errors import UserError
+from .mxnet_params import is_mxnet_params, read_mxnet_params
 from .store import load_checkpoint
 
 if TYPE_CHECKING:
@@ -47,8 +48,11 @@ class ReferenceLayout:
 
     source: str  # whose files, as the notes name them: "OpenSTL" (checkpoint, weights), "official STIP"
     # "lightning": a Lightning checkpoint ({"state_dict": ...}) or a bare state dict, either with the `model.`
-    # prefix; "net_param": {"net_param": state dict} (the STIP / STRPM authors' files).
-    container: Literal["lightning", "net_param"] = "lightning"
+    # prefix; "net_param": {"net_param": state dict} (the STIP / STRPM / MotionRNN authors' files); "mxnet":
+    # MXNet parameter files (`Module.save_checkpoint`), one per name in `parts` (`<part>-<epoch>.params`, side by
+    # side; the user names any one of them), read together.
+    container: Literal["lightning", "net_param", "mxnet"] = "lightning"
+    parts: tuple[str, ...] = ()
     # (regex on the reference's whole name, replacement: a template or a function of the match), first match wins
     renames: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = ()
     unused: str = ""  # regex of the reference's tensors that its forward never calls: dropped
@@ -84,6 +88,8 @@ class Checkpoint:
 
 def read_checkpoint(path: Path, predictor: type[Predictor]) -> Checkpoint:
     """Load `path` and recognise its layout among vpbench's and `predictor.checkpoint_layouts`."""
+    if is_mxnet_params(Path(path)):
+        return _read_mxnet(Path(path), predictor)
     state = load_checkpoint(path, "cpu")  # weights_only=True; a file it cannot read is one error line
     # vpbench's own, or any {"model": state dict} (what `torch.save({"model": m.state_dict()}, f)` writes)
     if isinstance(state, dict) and (str(state.get("format", "")).startswith(CHECKPOINT_KIND)
@@ -188,6 +194,31 @@ def _unwrap(state: Any, layout: ReferenceLayout, path: Path) -> tuple[dict[str, 
     if prefixed:
         how.append(f"'{LIGHTNING_PREFIX}' prefix removed")
     return tensors, how
+
+
+def _read_mxnet(path: Path, predictor: type[Predictor]) -> Checkpoint:
+    """An MXNet checkpoint: the parameter files of every part the layout names, the `arg:`/`aux:` prefixes removed."""
+    name = predictor.registry_name
+    layout = next((layout for layout in predictor.checkpoint_layouts if layout.container == "mxnet"), None)
+    if layout is None:
+        raise UserError(f"{name}: {path} is an MXNet parameter file; {name} reads no MXNet checkpoints")
+    match = re.fullmatch(r"(.+)-(\d+)\.params", path.name)
+    if match is None or match[1] not in layout.parts:
+        expected = " and ".join(f"{part}-<epoch>.params" for part in layout.parts)
+        raise UserError(f"{name}: {path}: {layout.source} saves its model as {expected}, side by side; "
+                        "give one of them, under the name it was saved as")
+    files = [path.with_name(f"{part}-{match[2]}.params") for part in layout.parts]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise UserError(f"{name}: {path}: {layout.source} saves its model in {', '.join(f.name for f in files)}; "
+                        f"{', '.join(missing)} is not beside it")
+    tensors = {re.sub(r"^(arg|aux):", "", key): tensor
+               for file in files for key, tensor in read_mxnet_params(file).items()}
+    for pattern, why in layout.refuse:
+        if any(re.fullmatch(pattern, n) for n in tensors):
+            raise UserError(f"{name}: {path}: {why}")
+    how = [f"MXNet parameter files {', '.join(f.name for f in files)}", "'arg:' prefix removed"]
+    return _mapped(path, tensors, layout, how)
 
 
 def _mapped(path: Path, tensors: dict[str, Tensor], layout: ReferenceLayout, how: list[str]) -> Checkpoint:

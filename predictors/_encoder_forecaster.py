@@ -25,10 +25,17 @@ PyTorch's default `align_corners=False`, a half-pixel shift); the first forecast
 input-to-state weights (the port creates them unused). Not reproduced: the reference clips the
 encoder's and the forecaster's gradients separately (the harness clips both as one), and its
 MXNet FactorScheduler floors the learning rate at 1e-6 (never reached within its 200k iterations).
+
+Checkpoints: HKO-7's MXNet parameter files (`HKO7`: encoder_net / forecaster_net, read by vpbench.mxnet_params
+without MXNet). The forward is pinned to HKO-7's own MXNet code, not the port: tests/fixtures/references/make_hko7.py
+runs HKO-7 57b987b under MXNet 1.9.1 at a small size (32x32, 3 blocks of 8 filters) and saves its checkpoints and
+predictions; loaded here they predict the same to 6e-7 (ConvGRU) and 1.2e-7 (TrajGRU), on both execution paths
+(tests/test_reference_checkpoints.py). Only patch_size 1 is pinned so (HKO-7 has no patches).
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench import (CONV_SPEC, COUNT, NON_NEGATIVE, ODD, Predictor, RecurrentConfig, RecurrentPredictor, UserError,
-                     VideoSpec, setting)
+from vpbench import (CONV_SPEC, COUNT, NON_NEGATIVE, ODD, Predictor, RecurrentConfig, RecurrentPredictor,
+                     ReferenceLayout, UserError, VideoSpec, setting)
 
 SLOPE = 0.2
 
@@ -122,10 +129,39 @@ def _deconv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size - 1) * stride - 2 * padding + kernel
 
 
+# HKO-7's names (ops.py, conv_rnn.py, traj_rnn.py) for a cell's tensors, and vpbench's.
+_CELL_PARTS = {"i2h": "i2h", "h2h": "h2h", "i2f_conv1": "i2f", "h2f_conv1": "h2f", "f_out": "flows"}
+
+
+def _hko7_cell(match: re.Match[str]) -> str:
+    side = "encoder" if match[1] == "e" else "forecaster"
+    return f"{side}.{int(match[2]) - 1}.{_CELL_PARTS[match[3]]}.{match[4]}"
+
+
+# The authors' MXNet checkpoints (experiments/*/ *_main.py: `encoder_net.save_checkpoint(...)`, likewise the
+# forecaster): two parameter files per iteration. They hold no architecture: kernels, strides and numbers of links
+# must be set as the run was configured (a wrong kernel or link count fails on shapes; a wrong dilation would not).
+HKO7 = ReferenceLayout(
+    "HKO-7", container="mxnet", parts=("encoder_net", "forecaster_net"),
+    renames=((r"([ef])brnn(\d+)_0_(i2h|h2h|i2f_conv1|h2f_conv1|f_out)_(weight|bias)", _hko7_cell),
+             (r"edown(\d+)_conv_(weight|bias)", lambda m: f"down.{int(m[1]) - 1}.{m[2]}"),
+             (r"fup(\d+)_deconv_weight", lambda m: f"up.{int(m[1]) - 1}.weight"),  # fup<i> leaves block i
+             (r"econv1_(weight|bias)", r"stem.\1"),
+             (r"fdeconv1_weight", "head_deconv.weight"),
+             (r"conv_final_(weight|bias)", r"head_conv.\1"),
+             (r"out_(weight|bias)", r"head_out.\1")),
+    settings={"patch_size": (1, "HKO-7's networks read whole frames"),
+              "coord_channels": (True, "HKO-7's networks read each frame with its coordinate grid and a ones "
+                                       "channel")},
+    refuse=((r"[ef]brnn\d+_[1-9]\d*_.*", "its RNN blocks stack several cells (STACK_NUM > 1); vpbench builds one "
+                                        "cell per block"),))
+
+
 class EncoderForecaster(RecurrentPredictor):
     """Base of the encoder-forecaster predictors: subclasses give `make_cell(in_channels, level)`."""
 
     Config = EncoderForecasterConfig
+    checkpoint_layouts = (HKO7,)
     training_loss = Predictor.training_loss  # MSE of the open-loop forecast, as the reference trains
 
     def __init__(self, spec: VideoSpec, config: EncoderForecasterConfig) -> None:

@@ -4,7 +4,8 @@ The cell is HKO-7's `ConvGRU` (sxjscience/HKO-7 `nowcasting/operators/conv_rnn.p
 and state-to-state convolutions with biases, LeakyReLU(0.2) for the new memory; the network around it
 is `predictors/_encoder_forecaster.py`. OpenSTL has no ConvGRU, so the mmnist preset is the authors'
 MovingMNIST++ "ConvGRU-K5" configuration (the same 64x64, 10 -> 10 protocol; their data add a third
-digit, rotation, scaling and illumination changes).
+digit, rotation, scaling and illumination changes). HKO-7's MXNet checkpoints load (`--checkpoint`), and a pair
+written by HKO-7's own MXNet code predicts here what it predicted there (tests/fixtures/references/make_hko7.py).
 """
 from __future__ import annotations
 

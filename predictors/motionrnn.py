@@ -25,6 +25,11 @@ Departures from the reference code, towards the paper's intent:
   reference's stride-k convolution over a k-times enlarged map: the same weights (`warp.conv.weight`,
   [C, C, k, k]), the same result and the same multiply-adds.
 
+Checkpoints: the authors' files (`Model.save`: {"net_param": state dict}, the same names) load through
+`--checkpoint` (`OFFICIAL`). tests/fixtures/references/make_motionrnn.py wrote one with the authors' code (thuml
+002415f) and its outputs; loaded here, it predicts them to 1.2e-7 (tests/test_reference_checkpoints.py). The writer
+replaces the reference's random initial states by zeros, as above: that departure is pinned by nothing but reading.
+
 At the mmnist preset: 26,911,553 parameters (PredRNN's 23,838,720 plus 3,072,833) and 128.7 GFLOPs (fvcore,
 batch 1, the 10 -> 10 rollout's 19 steps; tests/test_predrnn_family.py counts both by hand). OpenSTL has no
 MotionRNN and no published figure to compare with; the reference code builds the same layers.
@@ -37,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vpbench import ODD, Rule, UserError, VideoSpec, at_least, register_predictor, setting
+from vpbench import ODD, ReferenceLayout, Rule, UserError, VideoSpec, at_least, register_predictor, setting
 
 from .predrnn import PAPER_PRESETS, PredRNN, PredRNNConfig
 
@@ -121,12 +126,17 @@ class MotionGRU(nn.Module):
         return self.warp(x, motion), motion, trend
 
 
+# The authors' files (core/models/model_factory.py `Model.save`): {"net_param": the RNN's state dict}, in this
+# model's names. Their weights need nothing set: the initial states are the one difference (see the module doc).
+OFFICIAL = ReferenceLayout("thuml MotionRNN", container="net_param")
+
+
 @register_predictor("motionrnn", aliases=("motion-rnn",))
 class MotionRNN(PredRNN):
     """MotionRNN (Wu et al. 2021): PredRNN with MotionGRU units between layers and a motion highway."""
 
     Config = MotionRNNConfig
-    checkpoint_layouts = ()  # OpenSTL has no MotionRNN: PredRNN's layout is not this model's
+    checkpoint_layouts = (OFFICIAL,)  # OpenSTL has no MotionRNN: PredRNN's layout is not this model's
     presets = {
         # OpenSTL has no MotionRNN; its fork duyhlzu/GMG adds one with configs/mmnist/MotionRNN.py: 4 x 128,
         # filter 5, patch 4, scheduled sampling to 0 at 50k, batch 16, lr 3e-4 (thuml's own script's lr too),

@@ -29,6 +29,10 @@ behaviour, which the official checkpoints were trained with; loading one through
   taken the name of the output encoding `o`; here it is the output encoding. The reference picks the
   residual by testing mean(t - s) == 0; here by the layer index.
 
+A `model_pm` file written by the authors' code (STRPM 57a5f0c; tests/fixtures/references/make_strpm.py) predicts
+here, with `reference_memory=true`, what that code predicted with it, to 1e-7 (tests/test_reference_checkpoints.py);
+the default windows are pinned only by tests/fixtures/checkpoints/strpm.pt, from vpbench's own earlier code.
+
 Parameters that predict / reference state dict (+ the 15 never-called 1x1 residual convolutions above the first
 cell, 739,200 weights) / discriminator at the ucf-sports preset: 122,385,152 / 123,124,352 / 296,129
 (tests/test_strpm.py counts them by hand).

@@ -7,7 +7,8 @@ concatenated and a 1x1 convolution gives the state-to-state gate terms. The cell
 i2f and h2f 5x5 convolutions to 32 channels, LeakyReLU, a 5x5 convolution to 2L flow channels (x, y
 per link) that starts at zero, warps with zero padding outside the frame. The network around it is
 `predictors/_encoder_forecaster.py`; the mmnist preset is the authors' MovingMNIST++ "TrajGRU-L13"
-configuration (OpenSTL has no TrajGRU).
+configuration (OpenSTL has no TrajGRU). HKO-7's MXNet checkpoints load (`--checkpoint`), and a pair written by
+HKO-7's own MXNet code (not the port) predicts here what it predicted there (tests/fixtures/references/make_hko7.py).
 """
 from __future__ import annotations
 

@@ -22,8 +22,14 @@ CPU = torch.device("cpu")
 torch.set_num_threads(1)
 
 
+# Pinned instead, through both paths, by checkpoints their reference code wrote (tests/test_reference_checkpoints.py).
+# STRPM keeps its file: the reference code computes only its `reference_memory` windows, the file pins the default.
+BY_REFERENCE = {"motionrnn", "convgru", "trajgru"}
+OLD = sorted(set(RECURRENT) - BY_REFERENCE)
+
+
 def test_every_recurrent_predictor_has_a_checkpoint_from_before_the_speed_work():
-    assert RECURRENT and sorted(p.stem for p in FIXTURES.glob("*.pt")) == RECURRENT
+    assert OLD and sorted(p.stem for p in FIXTURES.glob("*.pt")) == OLD
 
 
 def old_model(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -33,7 +39,7 @@ def old_model(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
     return model, saved["output"]
 
 
-@pytest.mark.parametrize("name", RECURRENT)
+@pytest.mark.parametrize("name", OLD)
 def test_old_checkpoint_loads_strictly_and_both_paths_give_its_output(name):
     model, expected = old_model(name)
     context = seeded_input()
