@@ -54,9 +54,10 @@ class TAU(SimVP):
         # OpenSTL configs/mmnist/TAU.py lines 5-16 (its 44.7M / 16.0G row): OneCycle, 200 epochs x 625 iterations.
         "mmnist": dict(hid_S=64, hid_T=512, N_S=4, N_T=8, alpha=0.1, batch_size=16, lr=1e-3, drop_path=0.0,
                        lr_schedule="onecycle", max_iterations=125_000, val_every=5_000),
-        # OpenSTL configs/kth/TAU.py lines 6-15 ("bs = 4 x 4GPUs": 16 in all) and configs/human/TAU.py lines 6-15
-        # (no sched: OpenSTL's default, onecycle, openstl/utils/parser.py line 157); iterations at the harness default.
-        "kth-10to20": dict(hid_S=64, hid_T=256, N_S=2, N_T=6, alpha=0.1, batch_size=16, lr=1e-3, drop_path=0.1,
+        # OpenSTL configs/kth/TAU.py lines 6-15 (batch_size the file's, per GPU: "bs = 4 x 4GPUs", as simvp's kth
+        # preset) and configs/human/TAU.py lines 6-15 (no sched: OpenSTL's default, onecycle, openstl/utils/parser.py
+        # line 157); iterations at the harness default.
+        "kth-10to20": dict(hid_S=64, hid_T=256, N_S=2, N_T=6, alpha=0.1, batch_size=4, lr=1e-3, drop_path=0.1,
                            lr_schedule="onecycle"),
         "human36m-openstl": dict(hid_S=64, hid_T=512, N_S=4, N_T=8, alpha=0.1, batch_size=16, lr=1e-3, drop_path=0.1,
                                  lr_schedule="onecycle"),

@@ -1,9 +1,11 @@
-"""SimVP: sizes equal to OpenSTL's models (IncepU and gSTA translators), and its chunked rollout."""
+"""SimVP: sizes equal to OpenSTL's models (IncepU and gSTA by hand count, the MetaVP translators and TAU against
+OpenSTL's table), and its chunked rollout."""
 import pytest
 import torch
 
+from vpbench.costs import count_flops
 from vpbench.errors import UserError
-from vpbench.predictor import create_predictor
+from vpbench.predictor import count_parameters, create_predictor
 
 from conftest import MMNIST, tiny
 from reference_counts import Conv, assert_mmnist_size_and_flops, totals
@@ -71,3 +73,26 @@ def test_simvp_rolls_out_in_chunks_of_the_context_length():
         assert torch.allclose(model(context, 4), first[:, :4], atol=1e-6)
     with pytest.raises(UserError, match="N_S=3 must be an even number"):
         create_predictor("simvp", MMNIST, N_S=3)
+
+
+# OpenSTL's MetaVP table (docs/en/model_zoos/video_benchmarks.md lines 112-123, Moving MNIST): params in M, GFLOPs.
+METAVP = {"gsta": (46.8, 16.5), "vit": (46.1, 16.9), "swin": (46.1, 16.4), "uniformer": (44.8, 16.5),
+          "mlpmixer": (38.2, 14.7), "convmixer": (3.9, 5.5), "poolformer": (37.1, 14.1), "convnext": (37.3, 14.1),
+          "van": (44.5, 16.0), "hornet": (45.7, 16.3), "moganet": (46.8, 16.5), "tau": (44.7, 16.0)}
+
+
+def mmnist_model(name: str):
+    return create_predictor("tau", MMNIST, preset="mmnist") if name == "tau" else \
+        create_predictor("simvp", MMNIST, preset=f"mmnist-{name}")
+
+
+@pytest.mark.parametrize("name", sorted(METAVP))
+def test_metavp_sizes_are_openstls(name):
+    # Within 0.06M: the table rounds twice, as its 58.0M for 57,946,113 (reference_counts.py).
+    assert abs(count_parameters(mmnist_model(name))[0] / 1e6 - METAVP[name][0]) < 0.06
+
+
+@pytest.mark.parametrize("name", ["tau", "vit"])  # TAU's attention; ViT's, counted through the harness's sdpa handle
+def test_metavp_flops_are_openstls(name):
+    flops = count_flops(mmnist_model(name), torch.rand(1, 10, 1, 64, 64), 10).fvcore
+    assert round(flops / 1e9, 1) == METAVP[name][1]
