@@ -247,8 +247,8 @@ class WindowAttention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
         bias = bias.permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:  # [windows, n, n], repeated over the batch
-            bias = (bias.unsqueeze(0) + mask.unsqueeze(1).unsqueeze(0)).reshape(-1, self.heads, n, n)
+        if mask is not None:  # [windows, n, n]; the batch is [frames x windows], windows inner
+            bias = (bias + mask.unsqueeze(1)).repeat(b // mask.shape[0], 1, 1, 1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 

@@ -96,3 +96,22 @@ def test_metavp_sizes_are_openstls(name):
 def test_metavp_flops_are_openstls(name):
     flops = count_flops(mmnist_model(name), torch.rand(1, 10, 1, 64, 64), 10).fvcore
     assert round(flops / 1e9, 1) == METAVP[name][1]
+
+
+def test_swin_masked_as_timms_swin_block():
+    """`swin_mask=True` (the default, Swin's paper) computes what timm's SwinTransformerBlock computes, mask and all,
+    for a batch of several frames; OpenSTL's unmasked block is pinned by its fixture (test_foreign.py)."""
+    from timm.models.swin_transformer import SwinTransformerBlock  # a public module, here an independent reference
+
+    from vpbench.predictors._metaformer import SwinBlock
+
+    torch.manual_seed(0)
+    ours = SwinBlock(16, (8, 8), shifted=True, mlp_ratio=2.0, drop=0.0, drop_path=0.0, masked=True).eval()
+    timms = SwinTransformerBlock(16, (8, 8), num_heads=8, window_size=4, shift_size=2, mlp_ratio=2.0).eval()
+    with torch.no_grad():
+        for tensor in ours.parameters():
+            tensor.uniform_(-0.5, 0.5)
+    timms.load_state_dict(ours.state_dict(), strict=False)
+    x = torch.rand(3, 16, 8, 8)
+    with torch.no_grad():
+        assert (ours(x) - timms(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)).abs().max() < 1e-5
