@@ -263,7 +263,7 @@ class SimVP(Predictor):
     presets = {
         "mmnist": MMNIST,
         # OpenSTL configs/kth/simvp/SimVP_IncepU.py (OneCycle) and configs/human/simvp/SimVP_IncepU.py (cosine);
-        # drop_path only acts in gSTA. OpenSTL trains 200 epochs, whose iterations depend on the prepared split's size:
+        # drop_path only acts in the translators other than IncepU. OpenSTL trains 200 epochs, whose iterations depend on the prepared split's size:
         # max_iterations stays at the harness default.
         "kth-10to20": dict(hid_S=64, hid_T=256, N_S=2, N_T=4, translator="incepu", batch_size=8, lr=1e-3,
                            lr_schedule="onecycle"),

@@ -6,6 +6,7 @@ import torch
 from vpbench.costs import count_flops
 from vpbench.errors import UserError
 from vpbench.predictor import count_parameters, create_predictor
+from vpbench.spec import VideoSpec
 
 from conftest import MMNIST, tiny
 from reference_counts import Conv, assert_mmnist_size_and_flops, totals
@@ -73,6 +74,10 @@ def test_simvp_rolls_out_in_chunks_of_the_context_length():
         assert torch.allclose(model(context, 4), first[:, :4], atol=1e-6)
     with pytest.raises(UserError, match="N_S=3 must be an even number"):
         create_predictor("simvp", MMNIST, N_S=3)
+    with pytest.raises(UserError, match="vit translator needs widths in multiples of 8; context x hid_S = 60"):
+        create_predictor("simvp", MMNIST, translator="vit", hid_S=6, hid_T=16, N_T=2)
+    with pytest.raises(UserError, match="swin: the 18x18 grid does not split into 4x4 windows"):  # OpenSTL's rule: 4
+        create_predictor("simvp", VideoSpec(1, 36, 36, 10, 10), translator="swin", hid_S=8, hid_T=16, N_S=2, N_T=2)
 
 
 # OpenSTL's MetaVP table (docs/en/model_zoos/video_benchmarks.md lines 112-123, Moving MNIST): params in M, GFLOPs.
