@@ -261,7 +261,7 @@ def check(names: Optional[List[str]] = typer.Argument(None, help="Predictors to 
     learning, beating copy-last. One line per check; exit 1 if any fails (a plugin's costs and copy-last
     checks only warn)."""
     from .contract import run_checks  # torch and the predictors load only for this command
-    from .predictor import predictor_overrides
+    from .predictor import predictor_overrides, resolve_config
 
     before = set(PREDICTORS.names())
     _load_plugins(plugin)
@@ -273,9 +273,13 @@ def check(names: Optional[List[str]] = typer.Argument(None, help="Predictors to 
     overrides = parse_set_options(set_ or [], set(PREDICTORS.names()))
     if overrides.dataset or overrides.evaluation:
         raise UserError("bench check: --set takes predictor settings only (the contract fixes the data and evaluation)")
+    settings = {name: predictor_overrides(PREDICTORS.get(name), overrides)
+                for name in names or added or PREDICTORS.names()}
+    for name, values in settings.items():
+        resolve_config(name, overrides=values)  # a value the setting cannot take is a usage error, not a failed check
     failed = []
-    for name in names or added or PREDICTORS.names():
-        for outcome in run_checks(name, settings=predictor_overrides(PREDICTORS.get(name), overrides)):
+    for name, values in settings.items():
+        for outcome in run_checks(name, settings=values):
             print(outcome.line(), flush=True)
             if outcome.status == "FAIL":
                 failed.append(f"{outcome.name}: {outcome.check}")
