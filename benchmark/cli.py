@@ -253,11 +253,15 @@ def weights(action: WeightsAction = typer.Argument(WeightsAction.show, help="sho
 @app.command()
 def check(names: Optional[List[str]] = typer.Argument(None, help="Predictors to check; default: those the plugin "
                                                       "files register, or every registered one."),
-          plugin: Optional[List[Path]] = PluginOpt) -> None:
+          plugin: Optional[List[Path]] = PluginOpt,
+          set_: Optional[List[str]] = typer.Option(None, "--set", help="name.key=value (or key=value for every "
+                                                   "predictor that has it) over the tiny preset: a variant, e.g. "
+                                                   "simvp.translator=van.")) -> None:
     """Hold predictors to the contract at their `tiny` preset: shapes, samples, rollout, checkpoint, costs,
     learning, beating copy-last. One line per check; exit 1 if any fails (a plugin's costs and copy-last
     checks only warn)."""
     from .contract import run_checks  # torch and the predictors load only for this command
+    from .predictor import predictor_overrides, resolve_config
 
     before = set(PREDICTORS.names())
     _load_plugins(plugin)
@@ -266,9 +270,16 @@ def check(names: Optional[List[str]] = typer.Argument(None, help="Predictors to 
         PREDICTORS.get(name)  # an unknown name is a usage error (exit 2), not a failed check
     if plugin and not names and not added:
         raise UserError(f"no predictor registered by {', '.join(map(str, plugin))}")
+    overrides = parse_set_options(set_ or [], set(PREDICTORS.names()))
+    if overrides.dataset or overrides.evaluation:
+        raise UserError("bench check: --set takes predictor settings only (the contract fixes the data and evaluation)")
+    settings = {name: predictor_overrides(PREDICTORS.get(name), overrides)
+                for name in names or added or PREDICTORS.names()}
+    for name, values in settings.items():
+        resolve_config(name, overrides=values)  # a value the setting cannot take is a usage error, not a failed check
     failed = []
-    for name in names or added or PREDICTORS.names():
-        for outcome in run_checks(name):
+    for name, values in settings.items():
+        for outcome in run_checks(name, settings=values):
             print(outcome.line(), flush=True)
             if outcome.status == "FAIL":
                 failed.append(f"{outcome.name}: {outcome.check}")

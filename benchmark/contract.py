@@ -14,7 +14,7 @@ import io
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 import torch
 from torch import Tensor
@@ -75,16 +75,19 @@ class QuickRun:
 class Subject:
     """A registered predictor at its tiny size; the quick run is shared by the checks that read it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, settings: Mapping[str, Any] | None = None) -> None:
         self.cls: type[Predictor] = PREDICTORS.get(name)
-        self.name: str = self.cls.registry_name
+        self.settings = dict(settings or {})  # `bench check --set`: a variant of the tiny size (simvp's translator)
+        set_ = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        self.name: str = self.cls.registry_name + (f" ({set_})" if set_ else "")
         self.preset = TINY if TINY in self.cls.presets else None
         self.builtin = self.cls.__module__.startswith("vpbench.predictors.")
         self._quick: QuickRun | Exception | None = None
 
     def build(self, seed: int = 0) -> Predictor:
         torch.manual_seed(seed)
-        return create_predictor(self.name, SPEC, preset=self.preset, **({} if self.preset else TINY_SCHEDULE))
+        return create_predictor(self.cls, SPEC, preset=self.preset,
+                                overrides={**({} if self.preset else TINY_SCHEDULE), **self.settings})
 
     def quick_run(self) -> QuickRun:
         """Trained once, for the learning checks; a failure is kept too, so the second check does not retrain."""
@@ -333,10 +336,11 @@ def run_check(subject: Subject, check: Check, strict: bool | None = None) -> Out
         return Outcome(subject.name, check.name, status, " ".join(reason.split())[:600])
 
 
-def run_checks(name: str, strict: bool | None = None) -> Iterator[Outcome]:
-    """Every check of the predictor registered as `name`, in order; nothing after a failure to build."""
+def run_checks(name: str, strict: bool | None = None, settings: Mapping[str, Any] | None = None) -> Iterator[Outcome]:
+    """Every check of the predictor registered as `name` (with `settings` over its tiny size), in order; nothing
+    after a failure to build."""
     try:
-        subject = Subject(name)
+        subject = Subject(name, settings)
     except Exception as exc:  # noqa: BLE001
         yield Outcome(name, "builds", "FAIL", f"{type(exc).__name__}: {exc}")
         return

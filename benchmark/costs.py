@@ -11,6 +11,8 @@ changes between releases, so nothing here assumes one release's coverage. Elemen
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import contextlib
 import statistics
 import time
@@ -86,7 +88,17 @@ def _sdpa_flops(inputs: list[Any], outputs: list[Any]) -> int:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
-EXTRA_HANDLES: dict[str, Callable] = {f"aten::{FVCORE_ATTENTION}": _sdpa_flops}
+def _string_padding_conv_flops(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
+    """fvcore has no handle for a convolution whose padding is a string (`padding="same"`, traced as
+    aten::_convolution_mode; ConvMixer's): counted as fvcore counts every other convolution."""
+    from fvcore.nn.jit_handles import conv_flop_count, get_shape
+
+    shapes = (get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0]))
+    return Counter({"conv": conv_flop_count(*shapes, transposed=False)})
+
+
+EXTRA_HANDLES: dict[str, Callable] = {f"aten::{FVCORE_ATTENTION}": _sdpa_flops,
+                                      "aten::_convolution_mode": _string_padding_conv_flops}
 
 
 class _Rollout(nn.Module):

@@ -60,6 +60,9 @@ class ReferenceLayout:
     settings: Mapping[str, tuple[Any, str]] = field(default_factory=dict)  # config key -> (value needed, why)
     colour_settings: Mapping[str, tuple[Any, str]] = field(default_factory=dict)  # the same, for 3-channel frames
     refuse: tuple[tuple[str, str], ...] = ()  # (regex on a file's names, why such a file is refused)
+    # A regex on the reference's names: the layout reads only files holding a tensor so named (a predictor whose
+    # variants the reference names differently lists one layout per variant, the catch-all last).
+    recognise: str = ""
 
     def needs(self, spec: VideoSpec) -> dict[str, tuple[Any, str]]:
         return {**self.settings, **(self.colour_settings if spec.channels == 3 else {})}
@@ -101,12 +104,13 @@ def read_checkpoint(path: Path, predictor: type[Predictor]) -> Checkpoint:
             if names is not None and any(re.fullmatch(pattern, n) for n in names):
                 raise UserError(f"{predictor.registry_name}: {path}: {why}")
         found = _unwrap(state, layout, path)
-        if found is not None:
+        if found is not None and (not layout.recognise or any(re.fullmatch(layout.recognise, n) for n in found[0])):
             return _mapped(Path(path), found[0], layout, found[1])
     tensors = _tensors(state, path)
     # E.g. an OpenSTL E3D-LSTM saved bare: the same names as vpbench's, and nothing else tells the two apart.
     hints = [f"{layout.source} weights, set " + ", ".join(f"{k}={v!r}" for k, (v, _) in layout.settings.items())
-             for layout in predictor.checkpoint_layouts if layout.container == "lightning" and layout.settings]
+             for layout in predictor.checkpoint_layouts
+             if layout.container == "lightning" and layout.settings and not layout.recognise]
     notes = ["a bare state dict, read as vpbench's; if it is " + " or ".join(hints)] if hints else []
     return Checkpoint(Path(path), tensors, None, notes)
 

@@ -86,6 +86,25 @@ def test_a_missing_torch_formula_is_named_not_compared(monkeypatch):
     assert flops.families["matrix products"] == (linear + attention, linear) and flops.relative_difference > 0.3
 
 
+class _SamePadded(Predictor):
+    """Not registered: a depth-wise 11x11 convolution padded "same" (ConvMixer's), which fvcore traces as
+    aten::_convolution_mode and, without the harness's handle, counts as nothing."""
+
+    def __init__(self, spec: VideoSpec) -> None:
+        super().__init__(spec, None)
+        self.conv = nn.Conv2d(spec.channels, 8, 11, padding="same")
+
+    def forward(self, context, future):
+        return self.conv(context[:, -1])[:, None, :1].expand(-1, future, -1, -1, -1)
+
+
+def test_a_same_padded_convolution_is_counted_by_both():
+    spec = VideoSpec(1, 16, 16, 2, 2)
+    flops = count_flops(_SamePadded(spec), _context(spec), spec.future)
+    assert flops.fvcore == flops.torch == 1 * 8 * 11 * 11 * 16 * 16  # in x out x taps x positions
+    assert "aten::_convolution_mode" not in flops.uncounted
+
+
 def test_layer_norm_is_named_and_left_out_on_both_sides():
     spec = VideoSpec(1, 16, 16, 2, 2)
     plain = count_flops(_Toy(spec, norm=False), _context(spec), spec.future)

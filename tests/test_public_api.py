@@ -62,3 +62,33 @@ def test_every_public_name_resolves() -> None:
     for module, names in PUBLIC.items():
         loaded = vpbench if module == "vpbench" else vpbench.layers
         assert all(getattr(loaded, name) is not None for name in names), module
+
+
+# timm: its public API only. A private module (`timm.models._efficientnet_blocks`, which OpenSTL's WaST imports) is
+# renamed or moved between timm releases without notice, and OpenSTL's users met that again and again.
+def private_timm_imports(source: str) -> list[str]:
+    """Each import of a private timm module or name (a dotted part starting with '_'), as 'line: module'."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            modules = [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        found += [f"{node.lineno}: {m}" for m in modules
+                  if m.split(".")[0] == "timm" and any(part.startswith("_") for part in m.split(".")[1:])]
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+                                        if not {".venv", ".git", "build"} & set(p.relative_to(ROOT).parts)))
+def test_no_module_imports_a_private_timm_module(path: str) -> None:
+    assert private_timm_imports((ROOT / path).read_text(encoding="utf-8")) == []
+
+
+def test_a_private_timm_import_is_found() -> None:
+    source = ("from timm.layers import DropPath\nfrom timm.models._efficientnet_blocks import SqueezeExcite\n"
+              "import timm.models._builder\nfrom timm.models import _registry\nfrom timm.models.convnext import ConvNeXtBlock\n")
+    assert private_timm_imports(source) == ["2: timm.models._efficientnet_blocks.SqueezeExcite",
+                                            "3: timm.models._builder", "4: timm.models._registry"]

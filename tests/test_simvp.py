@@ -1,9 +1,12 @@
-"""SimVP: sizes equal to OpenSTL's models (IncepU and gSTA translators), and its chunked rollout."""
+"""SimVP: sizes equal to OpenSTL's models (IncepU and gSTA by hand count, the MetaVP translators and TAU against
+OpenSTL's table), and its chunked rollout."""
 import pytest
 import torch
 
+from vpbench.costs import count_flops
 from vpbench.errors import UserError
-from vpbench.predictor import create_predictor
+from vpbench.predictor import count_parameters, create_predictor
+from vpbench.spec import VideoSpec
 
 from conftest import MMNIST, tiny
 from reference_counts import Conv, assert_mmnist_size_and_flops, totals
@@ -71,3 +74,49 @@ def test_simvp_rolls_out_in_chunks_of_the_context_length():
         assert torch.allclose(model(context, 4), first[:, :4], atol=1e-6)
     with pytest.raises(UserError, match="N_S=3 must be an even number"):
         create_predictor("simvp", MMNIST, N_S=3)
+    with pytest.raises(UserError, match="vit translator needs widths in multiples of 8; context x hid_S = 60"):
+        create_predictor("simvp", MMNIST, translator="vit", hid_S=6, hid_T=16, N_T=2)
+    with pytest.raises(UserError, match="swin: the 18x18 grid does not split into 4x4 windows"):  # OpenSTL's rule: 4
+        create_predictor("simvp", VideoSpec(1, 36, 36, 10, 10), translator="swin", hid_S=8, hid_T=16, N_S=2, N_T=2)
+
+
+# OpenSTL's MetaVP table (docs/en/model_zoos/video_benchmarks.md lines 112-123, Moving MNIST): params in M, GFLOPs.
+METAVP = {"gsta": (46.8, 16.5), "vit": (46.1, 16.9), "swin": (46.1, 16.4), "uniformer": (44.8, 16.5),
+          "mlpmixer": (38.2, 14.7), "convmixer": (3.9, 5.5), "poolformer": (37.1, 14.1), "convnext": (37.3, 14.1),
+          "van": (44.5, 16.0), "hornet": (45.7, 16.3), "moganet": (46.8, 16.5), "tau": (44.7, 16.0)}
+
+
+def mmnist_model(name: str):
+    return create_predictor("tau", MMNIST, preset="mmnist") if name == "tau" else \
+        create_predictor("simvp", MMNIST, preset=f"mmnist-{name}")
+
+
+@pytest.mark.parametrize("name", sorted(METAVP))
+def test_metavp_sizes_are_openstls(name):
+    # Within 0.06M: the table rounds twice, as its 58.0M for 57,946,113 (reference_counts.py).
+    assert abs(count_parameters(mmnist_model(name))[0] / 1e6 - METAVP[name][0]) < 0.06
+
+
+@pytest.mark.parametrize("name", ["tau", "vit"])  # TAU's attention; ViT's, counted through the harness's sdpa handle
+def test_metavp_flops_are_openstls(name):
+    flops = count_flops(mmnist_model(name), torch.rand(1, 10, 1, 64, 64), 10).fvcore
+    assert round(flops / 1e9, 1) == METAVP[name][1]
+
+
+def test_swin_masked_as_timms_swin_block():
+    """`swin_mask=True` (the default, Swin's paper) computes what timm's SwinTransformerBlock computes, mask and all,
+    for a batch of several frames; OpenSTL's unmasked block is pinned by its fixture (test_foreign.py)."""
+    from timm.models.swin_transformer import SwinTransformerBlock  # a public module, here an independent reference
+
+    from vpbench.predictors._metaformer import SwinBlock
+
+    torch.manual_seed(0)
+    ours = SwinBlock(16, (8, 8), shifted=True, mlp_ratio=2.0, drop=0.0, drop_path=0.0, masked=True).eval()
+    timms = SwinTransformerBlock(16, (8, 8), num_heads=8, window_size=4, shift_size=2, mlp_ratio=2.0).eval()
+    with torch.no_grad():
+        for tensor in ours.parameters():
+            tensor.uniform_(-0.5, 0.5)
+    timms.load_state_dict(ours.state_dict(), strict=False)
+    x = torch.rand(3, 16, 8, 8)
+    with torch.no_grad():
+        assert (ours(x) - timms(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)).abs().max() < 1e-5
