@@ -407,7 +407,7 @@ def _table(runs: pd.DataFrame) -> list[str]:
         cells[c.header] = _bold_best(list(cells[c.header]), rows[c.source], eligible, better, c.fmt)
         for i in rows.index[~measured]:
             reason = rows.at[i, "not_measured"][c.metric]
-            cells.at[i, c.header] = "not measured" + notes.mark(f"{COLUMN_STYLES.get(c.metric, (c.metric,))[0]} not measured: {reason}")
+            cells.at[i, c.header] = "not measured" + notes.mark(f"{_metric_label(c.metric)} not measured: {reason}")
         if c.metric and c.metric.startswith("fvd@"):
             _fvd_cells(cells, c, rows, notes)
     header = ["predictor", "seeds", *cells.columns]
@@ -421,6 +421,12 @@ def _table(runs: pd.DataFrame) -> list[str]:
     if int(first["future"]) >= CURVE_TABLE_MIN_FUTURE:
         lines += _curve_table(rows, labels, int(first["future"]))
     return [*lines, ""]
+
+
+def _metric_label(metric: str) -> str:
+    """A metric's name in a footnote: its column header, and the convention of a `<metric>@<convention>` name."""
+    base, _, convention = metric.partition("@")
+    return COLUMN_STYLES.get(base, (base,))[0] + (f" ({convention})" if convention else "")
 
 
 def _fvd_cells(cells: pd.DataFrame, col: _Col, rows: pd.DataFrame, notes: _Notes) -> None:

@@ -114,7 +114,8 @@ class FakeI3d(torch.nn.Module):
 @pytest.fixture(scope="module")
 def detector_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("i3d") / "fake_i3d_torchscript.pt"
-    torch.jit.save(torch.jit.script(FakeI3d().eval()), str(path))
+    with pytest.warns(FutureWarning):  # torch's deprecation of TorchScript, which the references' file is
+        torch.jit.save(torch.jit.script(FakeI3d().eval()), str(path))
     return path
 
 
@@ -137,6 +138,27 @@ def test_fvd_of_predictions_equal_to_the_ground_truth_is_zero(detector_file, nam
         clip = _clips(4, 20, 1, 32, 32, seed)
         other.add(clip[:, :10], clip[:, None, 10:].flip(2), clip[:, 10:], samples=1)  # frames in reverse
     assert other.result(1)["fvd"] > 1e-3
+
+
+def test_samples_are_pooled_and_their_mean_taken_as_mcvd_does(detector_file):
+    # ncsn_runner.py fvd_stuff(): avg_fvd = frechet_distance(all samples' features, real features);
+    # fvd_traj_mean = mean over k of frechet_distance(fake_embeddings[k::preds_per_test], real)
+    detector = torch.jit.load(str(detector_file))
+    convention = FVD_CONVENTIONS["predbench-jit"]
+    sums = FvdSums(convention, detector, {}, CPU)
+    real, fake = [], []
+    for seed in range(3):
+        clip = _clips(4, 20, 1, 32, 32, seed)
+        samples = torch.stack([clip[:, 10:], clip[:, 10:].flip(1), clip[:, 10:].roll(5, dims=1)], dim=1)
+        sums.add(clip[:, :10], samples, clip[:, 10:], samples=3)
+        real.append(features(detector, convention, clip[:, 10:]).numpy())
+        fake.append(np.stack([features(detector, convention, samples[:, k]).numpy() for k in range(3)], axis=1))
+    real, fake = np.concatenate(real), np.concatenate(fake)  # fake [12, 3, 400]: sequence-major, as MCVD's
+    out = sums.result(3)
+    assert out["samples"] == 3 and out["clips"] == 12
+    assert out["fvd"] == pytest.approx(_stylegan_v_fvd(fake.reshape(-1, 400), real), rel=1e-6)
+    per_sample = [_stylegan_v_fvd(fake.reshape(-1, 400)[k::3], real) for k in range(3)]
+    assert out["fvd_sample_mean"] == pytest.approx(np.mean(per_sample), rel=1e-6)
 
 
 def test_4k_clips_reach_the_detector_at_224_in_a_few_clips_per_call():
@@ -245,7 +267,7 @@ def test_without_the_i3d_file_fvd_is_not_measured_and_says_where_it_goes(tmp_pat
     where = str(tmp_path / "empty" / "hub" / "checkpoints")
     assert "weights missing" in reason and "i3d_torchscript.pt" in reason and where in reason
     assert "fvd" not in result["eval"]
-    assert "FVD↓ mean (stylegan-v)" in out and "FVD not measured: weights missing" in out and where in out
+    assert "FVD↓ mean (stylegan-v)" in out and "FVD (stylegan-v) not measured: weights missing" in out and where in out
     shown = run_bench("weights", "--only", "i3d-torchscript", cwd=tmp_path, env=env).stdout
     assert "i3d_torchscript.pt" in shown and "sha256:    none published" in shown and "--i3d-weights" in shown
     bad = run_bench("run", *COMMON, "--fvd", "tats", cwd=tmp_path, env=env, check=False)
