@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import UserError
 from ..spec import VideoSpec
+from .conventions import choose
 from .frechet import GaussianSums, frechet_of_sums
 from .weights import I3D_TORCHSCRIPT, Resolution, resolve
 
@@ -140,17 +140,7 @@ FVD_ALIASES = {"predbench": "predbench-jit", "fvd-comparison": "stylegan-v"}
 
 def resolve_fvd_conventions(names: tuple[str, ...] | list[str]) -> tuple[FvdConvention, ...]:
     """FVD conventions from user-given names (aliases resolved, duplicates dropped); unknown: UserError."""
-    chosen: list[FvdConvention] = []
-    for raw in names:
-        name = FVD_ALIASES.get(raw.strip().lower(), raw.strip().lower())
-        if not name:
-            continue
-        if name not in FVD_CONVENTIONS:
-            known = ", ".join([*FVD_CONVENTIONS, *(f"{a} (= {t})" for a, t in FVD_ALIASES.items())])
-            raise UserError(f"unknown FVD convention {raw!r}; choose from {known}")
-        if FVD_CONVENTIONS[name] not in chosen:
-            chosen.append(FVD_CONVENTIONS[name])
-    return tuple(chosen)
+    return tuple(choose(names, FVD_CONVENTIONS, FVD_ALIASES, "FVD convention"))
 
 
 def not_measured_key(convention: FvdConvention) -> str:
