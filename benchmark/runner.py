@@ -238,6 +238,8 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
         evaluation.fvd = {**kept.eval.fvd, **(evaluation.fvd or {})}
         for name in evaluation.fvd:
             evaluation.not_measured.pop(f"fvd@{name}", None)
+        if "i3d-torchscript" in (kept.eval.weights or {}):  # the file those numbers came from, with their mark
+            evaluation.weights = {"i3d-torchscript": kept.eval.weights["i3d-torchscript"], **(evaluation.weights or {})}
     # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
     costs = _measure_costs(model, test, runtime, execution) if world.is_main else Costs({})
     distributed.barrier(patient=True)
