@@ -144,6 +144,11 @@ SamplesOpt = typer.Option(None, "--samples", min=1, help="Samples per sequence f
 ConventionOpt = typer.Option(None, "--convention", help="Also score in these reference conventions, e.g. "
                              "vpbench,cwvae: openstl, stip, cwvae (= htsrm); vpbench's own are always the main "
                              "columns. Stored apart (eval.conventions) and printed as labelled columns.")
+FvdOpt = typer.Option(None, "--fvd", help="Also measure FVD in these conventions, e.g. stylegan-v,mcvd: stylegan-v "
+                      "(= fvd-comparison), mcvd, predbench-jit (= predbench). Needs the I3D file (see `bench weights`); "
+                      "without it the result says FVD was not measured and where the file goes.")
+I3dWeightsOpt = typer.Option(None, "--i3d-weights", help="StyleGAN-V's i3d_torchscript.pt for FVD; default: "
+                             "VPBENCH_I3D_WEIGHTS. No checksum is published: the file used is recorded with its sha256.")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Evaluate these weights instead of training (run, eval).")
 LpipsWeightsOpt = typer.Option(None, "--lpips-weights", help="AlexNet state dict for LPIPS, used even if its checksum "
                                "is not torchvision's (recorded); default: VPBENCH_LPIPS_WEIGHTS, then TORCH_HOME's cache.")
@@ -168,7 +173,8 @@ def _register(mode: str) -> None:
                 workers: Optional[int] = WorkersOpt, force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
                 yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt,
-                convention: Optional[str] = ConventionOpt) -> None:
+                convention: Optional[str] = ConventionOpt, fvd: Optional[str] = FvdOpt,
+                i3d_weights: Optional[Path] = I3dWeightsOpt) -> None:
         if nproc > 1:
             from .launch import launch
 
@@ -180,7 +186,8 @@ def _register(mode: str) -> None:
                                          checkpoint=checkpoint, samples=samples),
                            execution=dict(device=device, workers=workers, compile=compile_),
                            scoring=dict(lpips_weights=lpips_weights, yolo_weights=yolo_weights,
-                                        conventions=tuple(_split_names(convention or ""))))
+                                        conventions=tuple(_split_names(convention or "")),
+                                        fvd=tuple(_split_names(fvd or "")), i3d_weights=i3d_weights))
         from .distributed import current, shutdown
 
         main_rank = current().is_main
@@ -229,12 +236,12 @@ class WeightsAction(str, Enum):
 
 @app.command()
 def weights(action: WeightsAction = typer.Argument(WeightsAction.show, help="show (default) or fetch."),
-            only: Optional[List[str]] = typer.Option(None, "--only", help="lpips-alexnet, lpips-linear or yolo "
+            only: Optional[List[str]] = typer.Option(None, "--only", help="lpips-alexnet, lpips-linear, yolo or i3d-torchscript "
                                                      "(repeatable); default: all."),
             lpips_weights: Optional[Path] = LpipsWeightsOpt, yolo_weights: Optional[str] = YoloWeightsOpt,
-            mirror: Optional[str] = typer.Option(None, "--from", help="fetch: base URL to download from instead of "
+            i3d_weights: Optional[Path] = I3dWeightsOpt, mirror: Optional[str] = typer.Option(None, "--from", help="fetch: base URL to download from instead of "
                                                  "the official one (e.g. file:///media/weights).")) -> None:
-    """Where each weight file (LPIPS backbone, YOLO) is looked for, whether it is there and valid; `fetch`
+    """Where each weight file (LPIPS backbone, YOLO, FVD's I3D) is looked for, whether it is there and valid; `fetch`
     downloads the missing ones (on a machine with internet)."""
     from .metrics.weights import ENTRIES, fetch, status_lines
 
@@ -246,7 +253,7 @@ def weights(action: WeightsAction = typer.Argument(WeightsAction.show, help="sho
         names = {"yolo": Path(yolo_weights).name} if yolo_weights else {}
         print("\n".join(fetch(keys, names, mirror)))
         return
-    given = {"lpips-alexnet": lpips_weights, "yolo": yolo_weights}
+    given = {"lpips-alexnet": lpips_weights, "yolo": yolo_weights, "i3d-torchscript": i3d_weights}
     print("\n".join(status_lines(given, keys)).rstrip())
 
 

@@ -16,6 +16,7 @@ from .metrics.accumulate import MetricSums, MetricSummary
 from .metrics.base import Metric
 from .metrics.conventions import Convention, ConventionMetric
 from .metrics.frame import FrameMetric
+from .metrics.fvd import FvdSums, not_measured_key
 from .precision import Precision, autocast, synchronize
 from .predictor import Predictor, check_prediction
 from .result import Summary
@@ -56,13 +57,16 @@ class Scores:
     # name -> the figures scored in that reference convention: {"settings", "per_step", "mean"[, "best_of_samples"]}
     conventions: dict[str, dict[str, Any]] | None = None
     kept_frames: dict[str, np.ndarray] | None = None  # the kept sequences' frames (rank 0 only), vpbench.keep
+    # FVD convention -> its figure and what it was scored with (metrics/fvd.py); the rest say why not measured
+    fvd: dict[str, dict[str, Any]] | None = None
+    fvd_not_measured: dict[str, str] | None = None
 
 
 @torch.no_grad()
 def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precision: Precision = "fp32",
              batch_size: int = 16, workers: int = 0, progress: object | None = None,
              extra_metrics: Sequence[Metric] = (), samples: int = 1, seed: int = 0,
-             conventions: Sequence[Convention] = (), keep_sequences: int = 0) -> Scores:
+             conventions: Sequence[Convention] = (), keep_sequences: int = 0, fvd: Sequence[FvdSums] = ()) -> Scores:
     """Score `model` on every clip of `split`: the first `context` frames are given, the rest predicted.
 
     Predictions are clamped to [0, 1] before scoring (frames live there; OpenSTL and STIP clip too, while
@@ -76,7 +80,8 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
     predictions in the same pass, those with `every_sample` False only the first sample.
     Each of `conventions` (a reference's way of scoring, metrics/conventions.py) is scored in the same pass
     and returned apart. With `keep_sequences`, `kept_frames` holds the frames of that many sequences chosen from
-    `seed` (vpbench.keep).
+    `seed` (vpbench.keep). Each of `fvd` gathers I3D feature sums of the ground-truth and the clamped predicted
+    clips of every sequence (every sample), for one FVD number per convention.
     """
     n = samples if model.stochastic else 1
     if n < 1:
@@ -102,13 +107,19 @@ def evaluate(model: Predictor, split: Dataset, *, device: torch.device, precisio
         prediction = output.clamp(0, 1)
         for metric_sums in every:
             metric_sums.add(prediction if metric_sums.metric.clipped else output, target)
+        for fvd_sums in fvd:
+            fvd_sums.add(context, prediction, target, n)
         keep.add(context, target, prediction)
         if progress is not None:
             progress.advance(clip.shape[0])
     model.train(was_training)
     if model.stochastic:
         distributed.barrier(patient=True)  # the other ranks wait here while rank 0 scores alone
-    return collect(sums, by_convention, n if model.stochastic else None, forward_seconds, keep)
+    scores = collect(sums, by_convention, n if model.stochastic else None, forward_seconds, keep)
+    results = [(fvd_sums.convention, fvd_sums.result(n)) for fvd_sums in fvd]  # collective, in the same order
+    scores.fvd = {c.name: r for c, r in results if not isinstance(r, str)} or None
+    scores.fvd_not_measured = {not_measured_key(c): r for c, r in results if isinstance(r, str)} or None
+    return scores
 
 
 def predict(model: Predictor, context: Tensor, samples: int, generator: torch.Generator | None,

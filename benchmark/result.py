@@ -243,6 +243,9 @@ class Evaluation(_Record):
     # Reference conventions scored besides vpbench's (metrics/conventions.py): name -> {"settings", "per_step",
     # "mean"[, "best_of_samples"]}, kept as written; `convention(name)` reads one as Summaries.
     conventions: dict[str, dict[str, Any]] | None = field(default=None, metadata=_OPTIONAL)
+    # FVD conventions scored (metrics/fvd.py): name -> {"fvd", "clips", "reference_clips", "settings", "detector"
+    # [, "samples", "fvd_sample_mean"]}; one number per run, not per step
+    fvd: dict[str, dict[str, Any]] | None = field(default=None, metadata=_OPTIONAL)
     wall_seconds: float | None = None
     forward_seconds: float | None = field(default=None, metadata=_OPTIONAL)
     # what reading a given checkpoint did: its layout, tensors renamed or dropped, settings its weights need
@@ -282,7 +285,7 @@ class Evaluation(_Record):
             not_measured={str(k): str(v) for k, v in not_measured.items()}, weights=weights,
             detection=block.object("detection"), samples=samples,
             best_of_samples=None if best is None else Summary._read(_Object(best, "eval.best_of_samples.")),
-            sampling=block.text("sampling"), conventions=_conventions(block),
+            sampling=block.text("sampling"), conventions=_conventions(block), fvd=_fvd(block),
             wall_seconds=block.number("wall_seconds"),
             forward_seconds=block.number("forward_seconds"), checkpoint_notes=block.texts("checkpoint_notes"),
             extra=block.extra(cls))
@@ -296,6 +299,17 @@ class Evaluation(_Record):
                 summary = self.convention(name, best)
                 if summary is not None:
                     summary.check(future, {}, f"eval.conventions.{name}." + ("best_of_samples." if best else ""))
+
+
+def _fvd(block: _Object) -> dict[str, dict[str, Any]] | None:
+    scored = block.object("fvd")
+    for name, entry in (scored or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("clips"), int):
+            raise ResultError(f"eval.fvd.{name} must be an object with an integer clip count")
+        _number(entry.get("fvd"), f"eval.fvd.{name}.fvd")
+        if f"fvd@{name}" in block.data.get("not_measured", {}):
+            raise ResultError(f"fvd@{name} is both measured and listed under eval.not_measured")
+    return scored
 
 
 def _conventions(block: _Object) -> dict[str, dict[str, Any]] | None:

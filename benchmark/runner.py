@@ -25,6 +25,7 @@ from .errors import UserError
 from .evaluation import evaluate
 from .foreign import Checkpoint, configure, describe, load_into, load_weights, read_checkpoint
 from .metrics.conventions import CONVENTIONS, Convention, resolve_conventions
+from .metrics.fvd import resolve_fvd_conventions
 from .metrics.suite import MetricSuite
 from .predictor import (Predictor, ResolvedConfig, check_shared_keys, predictor_overrides, reads_training_split,
                         resolve_config)
@@ -67,6 +68,8 @@ class ScoringSettings:
     lpips_weights: Path | None = None  # None: VPBENCH_LPIPS_WEIGHTS, else torchvision's cache under TORCH_HOME
     yolo_weights: str | None = None  # a file or an Ultralytics weights name; None: VPBENCH_YOLO_WEIGHTS, yolov5su.pt
     conventions: tuple[str, ...] = ()  # reference metric conventions scored besides vpbench's (metrics/conventions.py)
+    fvd: tuple[str, ...] = ()  # FVD conventions (metrics/fvd.py); none: FVD is not measured
+    i3d_weights: Path | None = None  # None: VPBENCH_I3D_WEIGHTS (a file at the default location is never verified)
     evaluation: EvalConfig = field(default_factory=EvalConfig)  # `--set eval.*`
 
 
@@ -108,7 +111,8 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
         _check_before_building(resolved, dataset.spec, settings.identity, runtime, mode)
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
     scoring = settings.scoring
-    metric_suite = None if mode == "train" else MetricSuite(scoring.lpips_weights, scoring.yolo_weights)
+    metric_suite = None if mode == "train" else MetricSuite(scoring.lpips_weights, scoring.yolo_weights,
+                                                            scoring.fvd, scoring.i3d_weights)
     results = [_run_one(resolved, given, dataset, settings, runtime, mode, metric_suite) for resolved, given in configs]
     return [{} if result is None else result.to_dict() for result in results]
 
@@ -121,6 +125,7 @@ def _check_asked(classes: list[type[Predictor]], settings: RunSettings) -> None:
     if asked.checkpoint is not None and not asked.checkpoint.is_file():
         raise UserError(f"checkpoint file not found: {asked.checkpoint}")
     resolve_conventions(settings.scoring.conventions)  # an unknown name fails before any work
+    resolve_fvd_conventions(settings.scoring.fvd)
 
 
 def _precision(asked: IdentitySettings, runtime: Runtime) -> Precision:
@@ -205,6 +210,9 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
     if kept is not None:
         scored = list(kept.eval.conventions or {})
         missing = [c.name for c in conventions if c.name not in scored]
+        # FVD asked and not in the result (never scored, or not measured then): evaluate again
+        missing += [f"FVD {c.name}" for c in resolve_fvd_conventions(settings.scoring.fvd)
+                    if c.name not in (kept.eval.fvd or {})]
         if not missing:
             console.print(f"[dim]{cls.registry_name}: result exists, skipped ({run.path}); --force redoes it[/dim]")
             return kept
@@ -226,6 +234,12 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
     evaluation = _evaluate(model, test, settings, runtime, metric_suite, samples=samples, checkpoint=checkpoint,
                            run=run, conventions=conventions,
                            checkpoint_notes=given.notes if given is not None else [])
+    if kept is not None and kept.eval.fvd:  # FVD conventions scored before and not asked now stay in the result
+        evaluation.fvd = {**kept.eval.fvd, **(evaluation.fvd or {})}
+        for name in evaluation.fvd:
+            evaluation.not_measured.pop(f"fvd@{name}", None)
+        if "i3d-torchscript" in (kept.eval.weights or {}):  # the file those numbers came from, with their mark
+            evaluation.weights = {"i3d-torchscript": kept.eval.weights["i3d-torchscript"], **(evaluation.weights or {})}
     # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
     costs = _measure_costs(model, test, runtime, execution) if world.is_main else Costs({})
     distributed.barrier(patient=True)
@@ -317,14 +331,15 @@ def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, runtime: R
     scores = evaluate(model, scored, device=runtime.device, precision=asked.precision,  # type: ignore[arg-type]
                       batch_size=model.config.eval_batch_size, workers=runtime.workers, extra_metrics=extra.metrics,
                       samples=samples, seed=asked.seed, conventions=conventions,
-                      keep_sequences=settings.scoring.evaluation.keep_sequences)
+                      keep_sequences=settings.scoring.evaluation.keep_sequences, fvd=extra.fvd)
     wall_seconds = time.perf_counter() - tic
     if scores.kept_frames is not None:
         run.write_kept_frames(npz_bytes(scores.kept_frames))
     return Evaluation(
         split="test", sequences=scores.sequences, split_size=len(test),
         whole_split=scores.sequences == len(test), checkpoint=checkpoint, checkpoint_notes=checkpoint_notes or None,
-        per_step=scores.summary.per_step, mean=scores.summary.mean, not_measured=extra.not_measured,
+        per_step=scores.summary.per_step, mean=scores.summary.mean,
+        not_measured={**extra.not_measured, **(scores.fvd_not_measured or {})}, fvd=scores.fvd,
         weights=extra.weights, detection=scores.detection, samples=scores.samples,
         best_of_samples=scores.best_of_samples, sampling=_sampling(scores.samples), conventions=scores.conventions,
         wall_seconds=round(wall_seconds, 3), forward_seconds=round(scores.forward_seconds, 3))
@@ -364,5 +379,7 @@ def _print_summary(name: str, result: Result, path: Path) -> None:
     # the reference conventions' figures, labelled: never to be read as ours
     others = "".join(f"  ({c}: PSNR {block['mean']['psnr']:.2f}  SSIM {block['mean']['ssim']:.4f})"
                      for c, block in (result.eval.conventions or {}).items())
+    others += "".join(f"  (FVD {c}: {block['fvd']:.2f} from {block['clips']} clips)"
+                      for c, block in (result.eval.fvd or {}).items())
     console.print(f"{name}: PSNR {mean['psnr']:.2f}  SSIM {mean['ssim']:.4f}  MSE {mean['mse']:.3e}{lpips}{others} "
                   f"over {result.eval.sequences} test sequences -> {path}")

@@ -37,7 +37,8 @@ BASE_COLUMNS = [
     "train_iterations", "best_iteration", "best_val_mse", "train_seconds", "eval_seconds", *LEFT_OUT, "floor",
 ]
 # Nested values kept as dicts (json) or JSON strings (csv) so plots can use the per-step curves.
-DICT_COLUMNS = ["per_step", "not_measured", "config", "dataset_config", "versions", "weight_notes", "left_out_files"]
+DICT_COLUMNS = ["per_step", "not_measured", "config", "dataset_config", "versions", "weight_notes", "left_out_files",
+                "fvd_clips"]
 _METRIC_COLUMN = re.compile(r"^(?P<metric>.+)_(?P<stat>first|last|mean)$")
 
 
@@ -93,6 +94,7 @@ COLUMN_STYLES: dict[str, tuple[str, str | None, Callable[[float], str], tuple[st
     "det_conf_gt": ("det conf GT", _better("det_conf_gt"), _fixed(3), ("mean",)),
     "det_high_gt": ("det≥0.8/frame GT", _better("det_high_gt"), _fixed(2), ("mean",)),
     "detection": ("detection", None, _sig4, ("mean",)),  # only ever not measured: one cell for all det_* figures
+    "fvd": ("FVD", _better("fvd"), _fixed(2), ("mean",)),  # one number per run: `fvd@<convention>_mean`
     "flops": ("FLOPs", "min", _human, None),
     "peak_memory_bytes": ("peak mem", "min", _bytes, None),
 }
@@ -121,13 +123,16 @@ def _rows(result: Result, path: Path) -> list[dict[str, Any]]:
     _add_costs(row, result.costs)
     row.update(not_measured=dict(ev.not_measured), weight_notes=_weight_notes(ev.weights or {}),
                left_out_files=_left_out_files(result),
+               fvd_clips={name: [block["clips"], block.get("reference_clips")] for name, block in (ev.fvd or {}).items()},
                config=identity.config, dataset_config=identity.dataset_config,
                versions=result.versions.to_dict(), path=str(path))
     if ev.best_of_samples is None:
-        return [{**row, "sampling": "", **_metric_columns(ev.summary, ev.not_measured), **_convention_columns(ev)}]
-    # A stochastic predictor: one row for the mean over its samples, one for the best of N.
+        return [{**row, "sampling": "", **_metric_columns(ev.summary, ev.not_measured), **_convention_columns(ev),
+                 **_fvd_columns(ev)}]
+    # A stochastic predictor: one row for the mean over its samples (FVD: all samples pooled), one for the best
+    # of N (no FVD: a distance between distributions picks no sample per sequence).
     return [{**row, "sampling": f"mean of {ev.samples}", **_metric_columns(ev.summary, ev.not_measured),
-             **_convention_columns(ev)},
+             **_convention_columns(ev), **_fvd_columns(ev)},
             {**row, "sampling": f"best of {ev.samples}", **_metric_columns(ev.best_of_samples, ev.not_measured),
              **_convention_columns(ev, best=True)}]
 
@@ -143,6 +148,11 @@ def _convention_columns(ev: Evaluation, best: bool = False) -> dict[str, Any]:
             part.pop("per_step")
             row.update({_METRIC_COLUMN.sub(rf"\g<metric>@{name}_\g<stat>", k): v for k, v in part.items()})
     return row
+
+
+def _fvd_columns(ev: Evaluation) -> dict[str, Any]:
+    """`fvd@<convention>_mean`: one FVD per run and convention (vpbench.metrics.fvd)."""
+    return {f"fvd@{name}_mean": float(block["fvd"]) for name, block in (ev.fvd or {}).items()}
 
 
 def _left_out_files(result: Result) -> dict[str, list[str]]:
@@ -259,7 +269,8 @@ def _plain(value: Any) -> Any:
 
 # Columns of an aggregated row that describe it rather than hold a metric or cost.
 _AGGREGATE_ONLY = {"predictor", "sampling", "curves", "quick", "split", "sequences", "split_size", "whole_split", *LEFT_OUT,
-                   "left_out_files", "floor", "seeds", "run_ids", "not_measured", "devices", "weight_notes", "memory_kinds"}
+                   "left_out_files", "floor", "seeds", "run_ids", "not_measured", "devices", "weight_notes", "memory_kinds",
+                   "fvd_clips"}
 
 
 @dataclass(frozen=True)
@@ -316,7 +327,7 @@ def _aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         first = group.iloc[0]
         rows.append({
             **{c: first[c] for c in ["predictor", "sampling", "quick", "split", "sequences", "split_size",
-                                     "whole_split", *LEFT_OUT, "left_out_files", "floor"]},
+                                     "whole_split", *LEFT_OUT, "left_out_files", "floor", "fvd_clips"]},
             "curves": _mean_curves(group["per_step"]),
             **group[numeric].mean(skipna=False).to_dict(),  # one NaN seed makes the mean NaN, not rosier
             "seeds": len(group),
@@ -371,7 +382,9 @@ def _table(runs: pd.DataFrame) -> list[str]:
         cells[c.header] = _bold_best(list(cells[c.header]), rows[c.source], eligible, better, c.fmt)
         for i in rows.index[~measured]:
             reason = rows.at[i, "not_measured"][c.metric]
-            cells.at[i, c.header] = "not measured" + notes.mark(f"{COLUMN_STYLES.get(c.metric, (c.metric,))[0]} not measured: {reason}")
+            cells.at[i, c.header] = "not measured" + notes.mark(f"{_metric_label(c.metric)} not measured: {reason}")
+        if c.metric and c.metric.startswith("fvd@"):
+            _fvd_cells(cells, c, rows, notes)
     header = ["predictor", "seeds", *cells.columns]
     body = [[label, str(seeds), *row] for label, seeds, row in zip(labels, rows["seeds"], cells.itertuples(False))]
     size = "×".join(str(first[k]) for k in ("height", "width")) + ("" if first["channels"] == 1 else f"×{first['channels']}")
@@ -381,6 +394,24 @@ def _table(runs: pd.DataFrame) -> list[str]:
     if int(first["future"]) >= CURVE_TABLE_MIN_FUTURE:
         lines += _curve_table(rows, labels, int(first["future"]))
     return [*lines, ""]
+
+
+def _metric_label(metric: str) -> str:
+    """A metric's name in a footnote: its column header, and the convention of a `<metric>@<convention>` name."""
+    base, _, convention = metric.partition("@")
+    return COLUMN_STYLES.get(base, (base,))[0] + (f" ({convention})" if convention else "")
+
+
+def _fvd_cells(cells: pd.DataFrame, col: _Col, rows: pd.DataFrame, notes: _Notes) -> None:
+    """An FVD cell says from how many clips it comes, and is marked when they are fewer than its reference's."""
+    name = col.metric.partition("@")[2]
+    for i in rows.index:
+        clips, reference = rows.at[i, "fvd_clips"].get(name, (None, None))
+        if clips is None or pd.isna(rows.at[i, col.source]):
+            continue
+        mark = (notes.mark(f"FVD ({name}) from fewer clips than the {reference} its reference scores")
+                if reference is not None and clips < reference else "")
+        cells.at[i, col.header] = f"{cells.at[i, col.header]} ({clips} clips){mark}"
 
 
 def _table_notes(rows: pd.DataFrame, cols: list[_Col], devices: list[str], memory_kinds: list[str]) -> list[str]:

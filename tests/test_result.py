@@ -49,9 +49,19 @@ def test_keys_older_files_lack_read_as_absent_and_stay_absent() -> None:
 def test_keys_of_a_newer_vpbench_within_the_schema_are_kept() -> None:
     old = json.loads(OLD_RESULTS[-1].read_text())
     old["energy"] = {"joules": 3.0}
-    old["eval"]["fvd"] = 12.5
+    old["eval"]["kvd"] = 12.5  # (eval.fvd is vpbench's own since FVD: an object per convention, tested below)
     old["costs"]["joules"] = 3.0
     assert Result.from_dict(old).to_dict() == old
+
+
+def test_fvd_block_is_kept_and_a_malformed_one_refused() -> None:
+    old = json.loads(OLD_RESULTS[-1].read_text())
+    old["eval"]["fvd"] = {"mcvd": {"fvd": 12.5, "clips": 7, "reference_clips": None, "settings": {}, "detector": {}}}
+    assert Result.from_dict(old).to_dict() == old
+    for bad in (12.5, {"mcvd": {"fvd": "12.5", "clips": 7}}, {"mcvd": {"fvd": 12.5}}):
+        old["eval"]["fvd"] = bad
+        with pytest.raises(ResultError):
+            Result.from_dict(old)
 
 
 def test_floor_is_recorded_and_inferred_for_older_results() -> None:

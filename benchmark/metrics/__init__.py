@@ -1,4 +1,5 @@
-"""Measurement: every metric has one shape (`base.Metric`), scored per frame and summed per step.
+"""Measurement: every metric has one shape (`base.Metric`), scored per frame and summed per step; FVD, one
+number per run, has its own sums (fvd.py).
 
     direction.py   which way is better for every figure a metric reports (torch-free: reports read it)
     base.py        Metric: per-frame scores -> per-step sums -> reported figures
@@ -7,6 +8,8 @@
     lpips.py       LPIPS (AlexNet) and loading its weights
     yolo.py        Ultralytics YOLO checkpoints and their predict pipeline, batched in torch
     detection.py   detection figures from YOLO on predicted and ground-truth frames
+    frechet.py     float64 Gaussian feature sums over processes and the Frechet distance between two of them
+    fvd.py         FVD: the I3D detector, each reference's clip preprocessing (conventions), per-run sums
     weights.py     the weight files: where they are looked for, how they are checked and fetched
     suite.py       the metrics of one command: weights resolved once, a metric list per predictor
 

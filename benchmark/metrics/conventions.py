@@ -20,7 +20,7 @@ four times larger and SSIM higher; PSNR takes 1 there (the ground truth has no n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence, TypeVar
 
 import torch
 from torch import Tensor
@@ -30,6 +30,7 @@ from .base import Metric
 from .frame import GAUSSIAN, PIXELS_PER_CHUNK, UNIFORM_SAMPLE, SsimWindow, _MSE_FLOOR, ssim
 
 FIGURES = ("mse", "mae", "psnr", "ssim")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,20 +110,26 @@ CONVENTIONS: dict[str, Convention] = {c.name: c for c in (VPBENCH, OPENSTL, STIP
 ALIASES = {"htsrm": "cwvae"}
 
 
+def choose(names: Sequence[str], table: Mapping[str, T], aliases: Mapping[str, str], what: str) -> list[T]:
+    """The entries of `table` the user named (case and spaces ignored, aliases resolved, duplicates dropped, in
+    order); an unknown name is a UserError that lists the choices."""
+    chosen: list[T] = []
+    for raw in names:
+        name = aliases.get(raw.strip().lower(), raw.strip().lower())
+        if not name:
+            continue
+        if name not in table:
+            known = ", ".join([*table, *(f"{a} (= {t})" for a, t in aliases.items())])
+            raise UserError(f"unknown {what} {raw!r}; choose from {known}")
+        if table[name] not in chosen:
+            chosen.append(table[name])
+    return chosen
+
+
 def resolve_conventions(names: Sequence[str]) -> tuple[Convention, ...]:
     """The conventions to score besides vpbench's own (always scored: the main columns), from names given
     by the user (aliases resolved, duplicates dropped, in order); an unknown name is a UserError."""
-    chosen: list[Convention] = []
-    for raw in names:
-        name = ALIASES.get(raw.strip().lower(), raw.strip().lower())
-        if not name:
-            continue
-        if name not in CONVENTIONS:
-            known = ", ".join([*CONVENTIONS, *(f"{a} (= {t})" for a, t in ALIASES.items())])
-            raise UserError(f"unknown metric convention {raw!r}; choose from {known}")
-        if name != VPBENCH.name and CONVENTIONS[name] not in chosen:
-            chosen.append(CONVENTIONS[name])
-    return tuple(chosen)
+    return tuple(c for c in choose(names, CONVENTIONS, ALIASES, "metric convention") if c is not VPBENCH)
 
 
 def _psnr(mse: Tensor) -> Tensor:

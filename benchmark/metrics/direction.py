@@ -8,7 +8,7 @@ from __future__ import annotations
 
 HIGHER_IS_BETTER: dict[str, bool | None] = {
     "mse": False, "mae": False, "psnr": True, "ssim": True,
-    "lpips": False,
+    "lpips": False, "fvd": False,
     "det_conf": True, "det_high": True, "det_precision": True, "det_recall": True,
     "det_conf_gt": None, "det_high_gt": None,
 }

@@ -1,5 +1,5 @@
 """The metrics one command measures beyond MSE, MAE, PSNR and SSIM: those that need weight files (LPIPS,
-detection). Their files are resolved, checked and loaded once per command; each predictor then gets a fresh
+detection, FVD when asked). Their files are resolved, checked and loaded once per command; each predictor then gets a fresh
 metric list, and for whatever cannot be measured, the reason."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from ..spec import VideoSpec
 from .base import Metric
 from .detection import DetectionSource
+from .fvd import FvdSource, FvdSums, resolve_fvd_conventions
 from .lpips import LpipsSource
 
 
@@ -30,14 +31,17 @@ class EvalMetrics:
     metrics: list[Metric] = field(default_factory=list)
     not_measured: dict[str, str] = field(default_factory=dict)  # metric -> why
     weights: dict[str, dict] = field(default_factory=dict)  # weight file key -> Resolution.record()
+    fvd: list[FvdSums] = field(default_factory=list)  # one per FVD convention that can be scored
 
 
 class MetricSuite:
     """LPIPS and detection for a command. A weight file the user named that is missing or unusable stops
     the command here, before any training."""
 
-    def __init__(self, lpips_weights: str | Path | None = None, yolo_weights: str | Path | None = None) -> None:
+    def __init__(self, lpips_weights: str | Path | None = None, yolo_weights: str | Path | None = None,
+                 fvd: tuple[str, ...] = (), i3d_weights: str | Path | None = None) -> None:
         self.sources: list[MetricSource] = [LpipsSource(lpips_weights), DetectionSource(yolo_weights)]
+        self.fvd = FvdSource(resolve_fvd_conventions(fvd), i3d_weights)
 
     def build(self, spec: VideoSpec, device: torch.device) -> EvalMetrics:
         out = EvalMetrics()
@@ -48,4 +52,8 @@ class MetricSuite:
             else:
                 out.metrics.append(made)
                 out.weights.update(source.records())
+        out.fvd, why = self.fvd.sums(spec, device)
+        out.not_measured.update(why)
+        if out.fvd:
+            out.weights.update(self.fvd.records())
         return out

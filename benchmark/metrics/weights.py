@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -42,10 +43,13 @@ class WeightFile:
     checker: Callable[[Path, str], Check]  # (path, sha256) -> Check
     locations: Callable[[], list[Path]]  # directories searched, in order; files are fetched into the first
     fetch_hash_prefix: str | None = None  # torch.hub checks a download against it and deletes a file that fails
+    published: str = "none published"  # the checksum the release states, as `bench weights` prints it
+    url_query: str = ""  # what the official URL needs after the file name (Dropbox: ?dl=1 for the file itself)
 
     def url_for(self, filename: str, mirror: str | None = None) -> str:
-        base = mirror.rstrip("/") if mirror else self.url.rsplit("/", 1)[0]
-        return f"{base}/{filename}"
+        if mirror:
+            return f"{mirror.rstrip('/')}/{filename}"
+        return f"{self.url.rsplit('/', 1)[0]}/{filename}{self.url_query}"
 
 
 @dataclass(frozen=True)
@@ -133,18 +137,42 @@ ALEXNET = WeightFile(
     filename="alexnet-owt-7be5be79.pth", url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
     flag="--lpips-weights", env="VPBENCH_LPIPS_WEIGHTS",
     checker=sha256_prefix_check(_ALEXNET_PREFIX, "torchvision's alexnet-owt-7be5be79.pth"),
-    locations=_torch_hub_checkpoints, fetch_hash_prefix=_ALEXNET_PREFIX)
+    locations=_torch_hub_checkpoints, fetch_hash_prefix=_ALEXNET_PREFIX,
+    published=f"starts with {_ALEXNET_PREFIX} (torchvision's file name)")
+_LPIPS_LINEAR_SHA256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"
 LPIPS_LINEAR = WeightFile(
     key="lpips-linear", used_for="LPIPS linear layers (v0.1, alex; shipped inside the lpips package)",
     filename="alex.pth", url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
     flag="", env="",
-    checker=sha256_check("df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0", "lpips 0.1.4"),
-    locations=_lpips_package_weights)
+    checker=sha256_check(_LPIPS_LINEAR_SHA256, "lpips 0.1.4"), locations=_lpips_package_weights,
+    published=_LPIPS_LINEAR_SHA256)
 YOLO = WeightFile(
     key="yolo", used_for="detection confidence (Ultralytics YOLO, COCO)",
     filename="yolov5su.pt", url="https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov5su.pt",
     flag="--yolo-weights", env="VPBENCH_YOLO_WEIGHTS", checker=_yolo_check, locations=_yolo_locations)
-ENTRIES: dict[str, WeightFile] = {e.key: e for e in (ALEXNET, LPIPS_LINEAR, YOLO)}
+
+
+def _torchscript_check(path: Path, sha256: str) -> Check:
+    """A TorchScript module that loads; never `verified`: no reference publishes the file's checksum (StyleGAN-V,
+    fvd-comparison, MCVD and PredBench name only its Dropbox URL), so only a user who vouches for a file
+    (--i3d-weights / VPBENCH_I3D_WEIGHTS) gets FVD, and the result records the file's sha256."""
+    try:
+        with warnings.catch_warnings():  # torch's deprecation notice for TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        return Check(False, f"not a TorchScript module ({type(exc).__name__})", usable=False)
+    return Check(False, f"a TorchScript module (sha256 {sha256[:16]}...); no sha256 of i3d_torchscript.pt is "
+                        "published, so no file can be verified")
+
+
+I3D_TORCHSCRIPT = WeightFile(
+    key="i3d-torchscript", used_for="FVD (StyleGAN-V's TorchScript port of the tf.hub I3D, Kinetics-400)",
+    filename="i3d_torchscript.pt", url="https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt",
+    published="none published (StyleGAN-V, fvd-comparison, MCVD and PredBench give only the URL)",
+    url_query="?dl=1", flag="--i3d-weights", env="VPBENCH_I3D_WEIGHTS", checker=_torchscript_check,
+    locations=_torch_hub_checkpoints)
+ENTRIES: dict[str, WeightFile] = {e.key: e for e in (ALEXNET, LPIPS_LINEAR, YOLO, I3D_TORCHSCRIPT)}
 
 
 def _explicit(entry: WeightFile, given: str | Path | None) -> tuple[str | None, str]:
@@ -209,7 +237,7 @@ def status_lines(given: dict[str, str | Path | None] | None = None, keys: list[s
                 state = f"not usable: {res.problem}"
             else:
                 state = f"{'ok' if res.check.verified else 'used (vouched for)'}: {res.path} ({res.check.text})"
-        lines += [f"  status:    {state}",
+        lines += [f"  status:    {state}", f"  sha256:    {entry.published}",
                   f"  fetch:     {entry.url_for(filename)}" if entry.flag else
                   "  fetch:     ships with the lpips package (pip install --force-reinstall lpips)", ""]
     return lines

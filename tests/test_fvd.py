@@ -1,0 +1,310 @@
+"""FVD: the Frechet distance against closed forms and scipy, each convention's preprocessing against the
+reference's own lines re-implemented here, and the pipeline with a TorchScript detector this file writes (the
+real i3d_torchscript.pt cannot be downloaded here; the fake has its call signature and output shape)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+from conftest import run_bench
+from vpbench.errors import UserError
+from vpbench.metrics import weights
+from vpbench.metrics.frechet import GaussianSums, frechet_distance, trace_sqrt_product
+from vpbench.metrics.fvd import (FVD_CONVENTIONS, FvdSums, features, mcvd_input, predbench_input,
+                                 resolve_fvd_conventions, stylegan_v_input)
+
+CPU = torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------------- the distance
+
+def _rotation(d: int, seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q
+
+
+def test_commuting_covariances_give_the_closed_form():
+    # S1 = Q diag(a) Q^T, S2 = Q diag(b) Q^T: d^2 = |mu1 - mu2|^2 + sum_i (sqrt(a_i) - sqrt(b_i))^2
+    rng = np.random.default_rng(0)
+    d = 30
+    q = _rotation(d, 1)
+    a, b = rng.uniform(0.1, 5, d), rng.uniform(0.1, 5, d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    expected = np.square(mu1 - mu2).sum() + np.square(np.sqrt(a) - np.sqrt(b)).sum()
+    got = frechet_distance(mu1, q @ np.diag(a) @ q.T, mu2, q @ np.diag(b) @ q.T)
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_scaled_covariance_gives_the_closed_form():
+    # S2 = c^2 S1 (S1 not diagonal): tr((S1 S2)^(1/2)) = c tr(S1), so d^2 = |dmu|^2 + (1 - c)^2 tr(S1)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 12))
+    s1, c = x.T @ x / 50, 1.7
+    mu1, mu2 = rng.normal(size=12), rng.normal(size=12)
+    expected = np.square(mu1 - mu2).sum() + (1 - c) ** 2 * np.trace(s1)
+    assert frechet_distance(mu1, s1, mu2, c * c * s1) == pytest.approx(expected, rel=1e-6)
+    assert trace_sqrt_product(s1, c * c * s1) == pytest.approx(c * np.trace(s1), rel=1e-6)
+
+
+def _stylegan_v_fvd(feats_fake: np.ndarray, feats_real: np.ndarray) -> float:
+    # fvd-comparison our_fvd.py compute_fvd()/compute_stats(), line by line
+    mu_gen, sigma_gen = feats_fake.mean(axis=0), np.cov(feats_fake, rowvar=False)
+    mu_real, sigma_real = feats_real.mean(axis=0), np.cov(feats_real, rowvar=False)
+    m = np.square(mu_gen - mu_real).sum()
+    s = scipy.linalg.sqrtm(np.dot(sigma_gen, sigma_real))  # theirs passes disp=False, deprecated in scipy 1.17
+    return float(np.real(m + np.trace(sigma_gen + sigma_real - s * 2)))
+
+
+@pytest.mark.parametrize("n", [500, 40])  # more clips than features, and fewer (singular covariances)
+def test_random_features_give_scipy_sqrtm_route(n):
+    rng = np.random.default_rng(n)
+    d = 24
+    real = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+    fake = rng.normal(0.3, 1.2, size=(n, d)) @ rng.normal(size=(d, d))
+    sums = {}
+    for name, feats in (("real", real), ("fake", fake)):
+        sums[name] = GaussianSums(d)
+        for part in np.array_split(feats, 7):  # batches of unequal size
+            sums[name].add(torch.from_numpy(part))
+    mean, cov = sums["real"].mean_cov()
+    np.testing.assert_allclose(mean, real.mean(axis=0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(cov, np.cov(real, rowvar=False), rtol=1e-8, atol=1e-8)
+    got = frechet_distance(*sums["fake"].mean_cov(), *sums["real"].mean_cov())
+    assert got == pytest.approx(_stylegan_v_fvd(fake, real), rel=1e-6)
+
+
+def test_identical_features_are_at_distance_zero():
+    feats = torch.from_numpy(np.random.default_rng(5).normal(size=(64, 400)))  # 64 clips: a singular covariance
+    a, b = GaussianSums(400), GaussianSums(400)
+    a.add(feats), b.add(feats)
+    mean, cov = a.mean_cov()
+    assert abs(frechet_distance(mean, cov, *b.mean_cov())) < 1e-9 * np.trace(cov)
+
+
+# ------------------------------------------------------------------------------- a detector written here
+
+class FakeI3d(torch.nn.Module):
+    """The real file's call: detector(x [B, 3, T, H, W], rescale=, resize=, return_features=) -> [B, 400].
+    rescale maps 0..255 to [-1, 1] and resize takes 224x224, as the real one is documented to do; the features are
+    a fixed random projection of pooled pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.project = torch.nn.Linear(3 * 4 * 8 * 8, 400)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        x = x.float()
+        if rescale:
+            x = x / 127.5 - 1
+        if resize:
+            x = F.interpolate(x, size=(x.shape[2], 224, 224), mode="trilinear", align_corners=False)
+        pooled = F.adaptive_avg_pool3d(x, (4, 8, 8)).flatten(1)
+        return torch.tanh(self.project(pooled * 4))
+
+
+@pytest.fixture(scope="module")
+def detector_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("i3d") / "fake_i3d_torchscript.pt"
+    with pytest.warns(FutureWarning):  # torch's deprecation of TorchScript, which the references' file is
+        torch.jit.save(torch.jit.script(FakeI3d().eval()), str(path))
+    return path
+
+
+def _clips(b: int, t: int, c: int, h: int, w: int, seed: int) -> torch.Tensor:
+    return torch.rand(b, t, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(FVD_CONVENTIONS))
+def test_fvd_of_predictions_equal_to_the_ground_truth_is_zero(detector_file, name):
+    detector = torch.jit.load(str(detector_file))
+    sums = FvdSums(FVD_CONVENTIONS[name], detector, {"file": str(detector_file)}, CPU)
+    for seed in range(3):
+        clip = _clips(4, 20, 1, 32, 32, seed)
+        sums.add(clip[:, :10], clip[:, None, 10:], clip[:, 10:], samples=1)
+    out = sums.result(1)
+    assert out["clips"] == 12 and out["detector"] == {"file": str(detector_file)}
+    assert abs(out["fvd"]) < 1e-6
+    other = FvdSums(FVD_CONVENTIONS[name], detector, {}, CPU)
+    for seed in range(3):
+        clip = _clips(4, 20, 1, 32, 32, seed)
+        other.add(clip[:, :10], clip[:, None, 10:].flip(2), clip[:, 10:], samples=1)  # frames in reverse
+    assert other.result(1)["fvd"] > 1e-3
+
+
+def test_samples_are_pooled_and_their_mean_taken_as_mcvd_does(detector_file):
+    # ncsn_runner.py fvd_stuff(): avg_fvd = frechet_distance(all samples' features, real features);
+    # fvd_traj_mean = mean over k of frechet_distance(fake_embeddings[k::preds_per_test], real)
+    detector = torch.jit.load(str(detector_file))
+    convention = FVD_CONVENTIONS["predbench-jit"]
+    sums = FvdSums(convention, detector, {}, CPU)
+    real, fake = [], []
+    for seed in range(3):
+        clip = _clips(4, 20, 1, 32, 32, seed)
+        samples = torch.stack([clip[:, 10:], clip[:, 10:].flip(1), clip[:, 10:].roll(5, dims=1)], dim=1)
+        sums.add(clip[:, :10], samples, clip[:, 10:], samples=3)
+        real.append(features(detector, convention, clip[:, 10:]).numpy())
+        fake.append(np.stack([features(detector, convention, samples[:, k]).numpy() for k in range(3)], axis=1))
+    real, fake = np.concatenate(real), np.concatenate(fake)  # fake [12, 3, 400]: sequence-major, as MCVD's
+    out = sums.result(3)
+    assert out["samples"] == 3 and out["clips"] == 12
+    assert out["fvd"] == pytest.approx(_stylegan_v_fvd(fake.reshape(-1, 400), real), rel=1e-6)
+    per_sample = [_stylegan_v_fvd(fake.reshape(-1, 400)[k::3], real) for k in range(3)]
+    assert out["fvd_sample_mean"] == pytest.approx(np.mean(per_sample), rel=1e-6)
+
+
+def test_4k_clips_reach_the_detector_at_224_in_a_few_clips_per_call():
+    seen = []
+
+    def detector(x, rescale, resize, return_features):
+        seen.append(tuple(x.shape))
+        return torch.zeros(x.shape[0], 400)
+
+    clips = torch.rand(1, 1, 1, 1, 1).expand(2, 10, 1, 2160, 3840)  # 2 grey 4K clips without 660 MB of memory
+    for name in ("mcvd", "predbench-jit"):
+        seen.clear()
+        features(detector, FVD_CONVENTIONS[name], clips)
+        assert seen == [(1, 3, 10, 224, 224)] * 2  # one 4K clip at a time, each resized first
+    seen.clear()
+    features(detector, FVD_CONVENTIONS["mcvd"], torch.rand(9, 10, 1, 64, 64))
+    assert seen == [(6, 3, 10, 224, 224), (3, 3, 10, 224, 224)]  # small clips: a few per call
+
+
+# ----------------------------------------------------- each convention against its reference's own lines
+
+def test_stylegan_v_quantises_as_its_generator_loop():
+    # metric_utils.py compute_feature_stats_for_generator(): img = G(...) in [-1, 1], [b*t, c, h, w];
+    # img.view(bt // num_video_frames, num_video_frames, c, h, w).permute(0, 2, 1, 3, 4);
+    # img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8); images.repeat([1, 3, 1, 1, 1]) if grey
+    clips = _clips(2, 12, 1, 16, 24, 3)
+    img = (clips * 2 - 1).flatten(0, 1)
+    img = img.view(2, 12, 1, 16, 24).permute(0, 2, 1, 3, 4).contiguous()
+    img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    img = img.repeat([1, 3, 1, 1, 1])
+    ours = stylegan_v_input(clips)
+    assert ours.dtype == torch.uint8 and torch.equal(ours, img)
+    assert FVD_CONVENTIONS["stylegan-v"].rescale_in_detector  # detector_kwargs rescale=True, resize=True
+
+
+@pytest.mark.parametrize("size", [(64, 64), (48, 80), (90, 50)])
+def test_mcvd_matches_preprocess_single(size):
+    # models/fvd/fvd.py preprocess_single(video CTHW in [0, 1], resolution=224), after ncsn_runner.py to_i3d()
+    # (grey repeated, BTCHW -> BCTHW); the interpolation there runs on [C, T, H, W] (C as the batch)
+    h, w = size
+    clips = _clips(2, 12, 1, h, w, 4)
+    expected = []
+    for x in clips.repeat(1, 1, 3, 1, 1).permute(0, 2, 1, 3, 4):
+        c, t, hh, ww = x.shape
+        scale = 224 / min(hh, ww)
+        target = (224, math.ceil(ww * scale)) if hh < ww else (math.ceil(hh * scale), 224)
+        x = F.interpolate(x, size=target, mode="bilinear", align_corners=False)
+        c, t, hh, ww = x.shape
+        w_start, h_start = (ww - 224) // 2, (hh - 224) // 2
+        x = x[:, :, h_start:h_start + 224, w_start:w_start + 224]
+        expected.append(((x - 0.5) * 2).contiguous())
+    torch.testing.assert_close(mcvd_input(clips), torch.stack(expected), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("t", [10, 5])
+def test_predbench_matches_its_feature_extractor(t):
+    # perception_metrics.py process(): pred * 2.0 - 1.0 (norm_01); fvd.py FVDFeatureExtractor.__call__:
+    # bilinear_interpolation (_resize_video: '(n t) c h w' to 224x224), 'n t c h w -> n c t h w', zero-pad T < 10
+    # to 10, repeat grey to 3 channels
+    clips = _clips(2, t, 1, 48, 80, 6)
+    videos = clips * 2.0 - 1.0
+    n = videos.shape[0]
+    v = videos.reshape(-1, 1, 48, 80)
+    v = F.interpolate(v, size=(224, 224), mode="bilinear", align_corners=False).reshape(n, t, 1, 224, 224)
+    v = v.permute(0, 2, 1, 3, 4)
+    if t < 10:
+        padded = torch.zeros((n, 1, 10, 224, 224), dtype=v.dtype)
+        padded[:, :, 0:t] = v
+        v = padded
+    v = v.repeat(1, 3, 1, 1, 1)
+    torch.testing.assert_close(predbench_input(clips), v, rtol=0, atol=1e-6)
+
+
+def test_conventions_differ_in_the_frames_they_take_and_short_clips():
+    from vpbench.spec import VideoSpec
+
+    short = VideoSpec(1, 64, 64, 2, 5)
+    assert FVD_CONVENTIONS["predbench-jit"].problem(short) is None  # padded to 10
+    assert "shorter than the 10" in FVD_CONVENTIONS["mcvd"].problem(short)
+    assert FVD_CONVENTIONS["mcvd"].clip_frames(short) == 7 and FVD_CONVENTIONS["predbench-jit"].clip_frames(short) == 5
+
+
+def test_unknown_fvd_convention_is_a_user_error():
+    assert [c.name for c in resolve_fvd_conventions(["PredBench", "fvd-comparison", "mcvd"])] == \
+        ["predbench-jit", "stylegan-v", "mcvd"]
+    with pytest.raises(UserError, match="unknown FVD convention 'tats'"):
+        resolve_fvd_conventions(["tats"])
+
+
+# ------------------------------------------------------------------------------------------ the commands
+
+COMMON = ["--models", "copy-last", "--dataset", "moving-digits", "--set", "data.train_size=8",
+          "--set", "data.val_size=2", "--set", "data.test_size=7", "--set", "eval_batch_size=2"]
+
+
+def _result(root: Path) -> dict:
+    (path,) = root.rglob("result.json")
+    return json.loads(path.read_text())
+
+
+def test_without_the_i3d_file_fvd_is_not_measured_and_says_where_it_goes(tmp_path):
+    env = {"TORCH_HOME": str(tmp_path / "empty"), "VPBENCH_I3D_WEIGHTS": ""}
+    out = run_bench("run", *COMMON, "--fvd", "stylegan-v", "--out", "R", cwd=tmp_path, env=env).stdout
+    result = _result(tmp_path / "R")
+    reason = result["eval"]["not_measured"]["fvd@stylegan-v"]
+    where = str(tmp_path / "empty" / "hub" / "checkpoints")
+    assert "weights missing" in reason and "i3d_torchscript.pt" in reason and where in reason
+    assert "fvd" not in result["eval"]
+    assert "FVD↓ mean (stylegan-v)" in out and "FVD (stylegan-v) not measured: weights missing" in out and where in out
+    shown = run_bench("weights", "--only", "i3d-torchscript", cwd=tmp_path, env=env).stdout
+    assert "i3d_torchscript.pt" in shown and "sha256:    none published" in shown and "--i3d-weights" in shown
+    bad = run_bench("run", *COMMON, "--fvd", "tats", cwd=tmp_path, env=env, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: unknown FVD convention")
+    assert "Traceback" not in bad.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_file_at_the_default_location_is_not_used_unless_vouched_for(tmp_path, detector_file, monkeypatch):
+    home = tmp_path / "home"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    (home / "hub" / "checkpoints" / "i3d_torchscript.pt").write_bytes(detector_file.read_bytes())
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.delenv("VPBENCH_I3D_WEIGHTS", raising=False)
+    res = weights.resolve(weights.I3D_TORCHSCRIPT)
+    assert not res.usable and "no sha256 of i3d_torchscript.pt is published" in res.problem
+    assert "--i3d-weights" in res.problem
+    vouched = weights.resolve(weights.I3D_TORCHSCRIPT, detector_file)
+    assert vouched.usable and not vouched.check.verified and vouched.source == "explicit"
+
+
+def test_two_ranks_give_the_one_rank_fvd(tmp_path, detector_file):
+    args = ["eval", *COMMON, "--i3d-weights", str(detector_file)]
+    env = {"VPBENCH_THREADS": "1", "TORCH_HOME": str(tmp_path / "empty")}
+    run_bench(*args, "--fvd", "mcvd", "--out", "one", cwd=tmp_path, env=env)
+    # a convention the result lacks: the run is evaluated again and keeps the FVD it had
+    again = run_bench(*args, "--fvd", "predbench-jit", "--out", "one", cwd=tmp_path, env=env)
+    said = " ".join((again.stdout + again.stderr).split())  # the console wraps long lines
+    assert "without convention(s) FVD predbench-jit: evaluating again" in said
+    report = run_bench(*args, "--fvd", "mcvd,predbench-jit", "--out", "two", "--nproc", "2", cwd=tmp_path,
+                       env=env).stdout
+    one, two = _result(tmp_path / "one"), _result(tmp_path / "two")
+    assert one["eval"]["weights"]["i3d-torchscript"]["file"] == str(detector_file)
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for name in ("mcvd", "predbench-jit"):
+        a, b = one["eval"]["fvd"][name], two["eval"]["fvd"][name]
+        assert a["clips"] == b["clips"] == 7 and a["fvd"] > 0
+        assert b["fvd"] == pytest.approx(a["fvd"], rel=1e-6)
+        # which file made the number is recorded, and it is not a verified I3D
+        assert a["detector"]["file"] == str(detector_file) and a["detector"]["verified"] is False
+    assert "(7 clips)" in report and "i3d-torchscript weights vouched for by the user, not verified" in report
