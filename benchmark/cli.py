@@ -222,6 +222,40 @@ def profile(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Option
     print(render_profiles(records, as_json=json_))
 
 
+@app.command()
+def predict(footage: Path = typer.Argument(..., help="A video file (anything FFmpeg decodes) or a folder of frames."),
+            run: Optional[Path] = typer.Option(None, "--run", help="A trained run: runs/<dataset>/<predictor>/<id>."),
+            checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights instead of a run: "
+                                                      "vpbench's, or the OpenSTL / STIP files `bench eval` takes; "
+                                                      "with --model and --dataset."),
+            model: Optional[str] = typer.Option(None, "--model", "-m", help="The predictor (with --checkpoint)."),
+            dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="The dataset whose protocol the "
+                                                  "weights were trained for (with --checkpoint)."),
+            protocol: Optional[str] = ProtocolOpt, set_: Optional[List[str]] = SetOpt,
+            config: Optional[Path] = ConfigOpt, plugin: Optional[List[Path]] = PluginOpt,
+            preset: Optional[str] = PresetOpt, device: str = DeviceOpt,
+            stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Frames between windows; default: "
+                                                 "the horizon (predictions side by side, not overlapping)."),
+            native_size: bool = typer.Option(False, "--native-size", help="Keep the footage's frame size instead "
+                                             "of resizing to the protocol's (fully convolutional predictors only)."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: predictions/<name>.")) -> None:
+    """Apply a trained predictor to your own video or frame folder: slide a context window over it, write the
+    predicted frames (PNG) and an mp4 of context | prediction | ground truth, and print PSNR/SSIM per step where
+    the footage goes on."""
+    from .cpu import set_threads
+    from .devices import resolve_device
+    from .predicting import WeightsSource, run_predict, score_lines
+
+    _load_plugins(plugin)
+    set_threads()
+    source = WeightsSource(run=run, checkpoint=checkpoint, model=model, dataset=dataset, protocol=protocol,
+                           overrides=_overrides(set_, config, None, None), preset=preset)
+    target = out if out is not None else Path("predictions") / footage.stem
+    scores, windows, frames = run_predict(source, footage, target, stride, native_size, resolve_device(device))
+    print("\n".join(score_lines(scores)))
+    print(f"{windows} windows: predicted frames in {target / 'frames'}, {frames}-frame video {target / 'side_by_side.mp4'}")
+
+
 class WeightsAction(str, Enum):
     show = "show"
     fetch = "fetch"
