@@ -87,13 +87,16 @@ def _overrides(set_: Optional[List[str]], config: Optional[Path], context: Optio
 def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_: Optional[List[str]],
              config: Optional[Path], plugin: Optional[List[Path]], context: Optional[int], horizon: Optional[int],
              out: Path, force: bool, identity: dict[str, Any], execution: dict[str, Any],
-             scoring: dict[str, Any]) -> list[dict]:
+             scoring: dict[str, Any], log: tuple[str, ...] = ()) -> list[dict]:
     from .registry import DATASETS
 
     _load_plugins(plugin)
     names = _split_names(models)
     PREDICTORS.refuse_unknown(names)  # before torch is imported: a mistyped name answers at once
     DATASETS.refuse_unknown([dataset])
+    from .trackers import check_trackers
+
+    check_trackers(list(log))  # an unknown or uninstalled tracker answers before any work
     overrides = _overrides(set_, config, context, horizon)
 
     from .cpu import set_threads
@@ -107,7 +110,7 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_
     progress = sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1"
     run_settings = RunSettings(out=out, force=force, identity=IdentitySettings(**identity),
                                execution=ExecutionSettings(**execution, progress=progress),
-                               scoring=ScoringSettings(**scoring))
+                               scoring=ScoringSettings(**scoring), log=log)
     return run_models(names, dataset, protocol, overrides, run_settings, mode)  # type: ignore[arg-type]
 
 
@@ -149,6 +152,8 @@ LpipsWeightsOpt = typer.Option(None, "--lpips-weights", help="AlexNet state dict
                                "is not torchvision's (recorded); default: VPBENCH_LPIPS_WEIGHTS, then TORCH_HOME's cache.")
 YoloWeightsOpt = typer.Option(None, "--yolo-weights", help="Ultralytics detection weights (a file or a name such as "
                               "yolov8n.pt); default: VPBENCH_YOLO_WEIGHTS, then yolov5su.pt. See `bench weights`.")
+LogOpt = typer.Option(None, "--log", help="Also record the runs in experiment trackers: tensorboard, mlflow, wandb "
+                      "(comma-separated or repeated; each needs its package: pip install 'vpbench[mlflow]').")
 DOCS = {
     "run": "Train (when needed) and evaluate each predictor, then print the dataset's table.",
     "train": "Train only (resumes an interrupted run); the checkpoint is chosen on the validation split.",
@@ -168,7 +173,7 @@ def _register(mode: str) -> None:
                 workers: Optional[int] = WorkersOpt, force: bool = ForceOpt, samples: Optional[int] = SamplesOpt,
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
                 yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt,
-                convention: Optional[str] = ConventionOpt) -> None:
+                convention: Optional[str] = ConventionOpt, log: Optional[List[str]] = LogOpt) -> None:
         if nproc > 1:
             from .launch import launch
 
@@ -180,7 +185,8 @@ def _register(mode: str) -> None:
                                          checkpoint=checkpoint, samples=samples),
                            execution=dict(device=device, workers=workers, compile=compile_),
                            scoring=dict(lpips_weights=lpips_weights, yolo_weights=yolo_weights,
-                                        conventions=tuple(_split_names(convention or ""))))
+                                        conventions=tuple(_split_names(convention or ""))),
+                           log=tuple(dict.fromkeys(n for item in log or [] for n in _split_names(item))))
         from .distributed import current, shutdown
 
         main_rank = current().is_main
