@@ -148,11 +148,15 @@ def open_trackers(names: tuple[str, ...], run: TrackedRun | None) -> Iterator[Tr
     if not names or run is None:
         yield Tracker()
         return
-    started = {}
+    fanout = _Fanout({})
     for name in names:
         module = importlib.import_module(f".{TRACKERS[name][0]}", __name__)
-        started[name] = module.start(run)
-    fanout = _Fanout(started)
+        try:
+            fanout.trackers[name] = module.start(run)
+        except Exception as exc:  # noqa: BLE001 - before training: no server, no login, a store it cannot open
+            fanout.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UserError(f"--log {name} could not start: {type(exc).__name__}: {first}") from exc
     try:
         yield fanout
     finally:
