@@ -87,13 +87,16 @@ def _overrides(set_: Optional[List[str]], config: Optional[Path], context: Optio
 def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_: Optional[List[str]],
              config: Optional[Path], plugin: Optional[List[Path]], context: Optional[int], horizon: Optional[int],
              out: Path, force: bool, identity: dict[str, Any], execution: dict[str, Any],
-             scoring: dict[str, Any]) -> list[dict]:
+             scoring: dict[str, Any], log: tuple[str, ...] = ()) -> list[dict]:
     from .registry import DATASETS
 
     _load_plugins(plugin)
     names = _split_names(models)
     PREDICTORS.refuse_unknown(names)  # before torch is imported: a mistyped name answers at once
     DATASETS.refuse_unknown([dataset])
+    from .trackers import check_trackers
+
+    check_trackers(list(log))  # an unknown or uninstalled tracker answers before any work
     overrides = _overrides(set_, config, context, horizon)
 
     from .cpu import set_threads
@@ -107,7 +110,7 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_
     progress = sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1"
     run_settings = RunSettings(out=out, force=force, identity=IdentitySettings(**identity),
                                execution=ExecutionSettings(**execution, progress=progress),
-                               scoring=ScoringSettings(**scoring))
+                               scoring=ScoringSettings(**scoring), log=log)
     return run_models(names, dataset, protocol, overrides, run_settings, mode)  # type: ignore[arg-type]
 
 
@@ -154,6 +157,8 @@ LpipsWeightsOpt = typer.Option(None, "--lpips-weights", help="AlexNet state dict
                                "is not torchvision's (recorded); default: VPBENCH_LPIPS_WEIGHTS, then TORCH_HOME's cache.")
 YoloWeightsOpt = typer.Option(None, "--yolo-weights", help="Ultralytics detection weights (a file or a name such as "
                               "yolov8n.pt); default: VPBENCH_YOLO_WEIGHTS, then yolov5su.pt. See `bench weights`.")
+LogOpt = typer.Option(None, "--log", help="Also record the runs in experiment trackers: tensorboard, mlflow, wandb "
+                      "(comma-separated or repeated; each needs its package: pip install 'vpbench[mlflow]').")
 DOCS = {
     "run": "Train (when needed) and evaluate each predictor, then print the dataset's table.",
     "train": "Train only (resumes an interrupted run); the checkpoint is chosen on the validation split.",
@@ -174,7 +179,7 @@ def _register(mode: str) -> None:
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
                 yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt,
                 convention: Optional[str] = ConventionOpt, fvd: Optional[str] = FvdOpt,
-                i3d_weights: Optional[Path] = I3dWeightsOpt) -> None:
+                i3d_weights: Optional[Path] = I3dWeightsOpt, log: Optional[List[str]] = LogOpt) -> None:
         if nproc > 1:
             from .launch import launch
 
@@ -187,7 +192,8 @@ def _register(mode: str) -> None:
                            execution=dict(device=device, workers=workers, compile=compile_),
                            scoring=dict(lpips_weights=lpips_weights, yolo_weights=yolo_weights,
                                         conventions=tuple(_split_names(convention or "")),
-                                        fvd=tuple(_split_names(fvd or "")), i3d_weights=i3d_weights))
+                                        fvd=tuple(_split_names(fvd or "")), i3d_weights=i3d_weights),
+                           log=tuple(dict.fromkeys(n for item in log or [] for n in _split_names(item))))
         from .distributed import current, shutdown
 
         main_rank = current().is_main
@@ -227,6 +233,40 @@ def profile(models: str = ModelsOpt, dataset: str = DatasetOpt, protocol: Option
                              preset=preset, precision=precision.value, compile=compile_, repeats=repeats,
                              warmup=warmup)
     print(render_profiles(records, as_json=json_))
+
+
+@app.command()
+def predict(footage: Path = typer.Argument(..., help="A video file (anything FFmpeg decodes) or a folder of frames."),
+            run: Optional[Path] = typer.Option(None, "--run", help="A trained run: runs/<dataset>/<predictor>/<id>."),
+            checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights instead of a run: "
+                                                      "vpbench's, or the OpenSTL / STIP files `bench eval` takes; "
+                                                      "with --model and --dataset."),
+            model: Optional[str] = typer.Option(None, "--model", "-m", help="The predictor (with --checkpoint)."),
+            dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="The dataset whose protocol the "
+                                                  "weights were trained for (with --checkpoint)."),
+            protocol: Optional[str] = ProtocolOpt, set_: Optional[List[str]] = SetOpt,
+            config: Optional[Path] = ConfigOpt, plugin: Optional[List[Path]] = PluginOpt,
+            preset: Optional[str] = PresetOpt, device: str = DeviceOpt,
+            stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Frames between windows; default: "
+                                                 "the horizon (predictions side by side, not overlapping)."),
+            native_size: bool = typer.Option(False, "--native-size", help="Keep the footage's frame size instead "
+                                             "of resizing to the protocol's (fully convolutional predictors only)."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: predictions/<name>.")) -> None:
+    """Apply a trained predictor to your own video or frame folder: slide a context window over it, write the
+    predicted frames (PNG) and an mp4 of context | prediction | ground truth, and print PSNR/SSIM per step where
+    the footage goes on."""
+    from .cpu import set_threads
+    from .devices import resolve_device
+    from .predicting import WeightsSource, run_predict, score_lines
+
+    _load_plugins(plugin)
+    set_threads()
+    source = WeightsSource(run=run, checkpoint=checkpoint, model=model, dataset=dataset, protocol=protocol,
+                           overrides=_overrides(set_, config, None, None), preset=preset)
+    target = out if out is not None else Path("predictions") / footage.stem
+    scores, windows, frames = run_predict(source, footage, target, stride, native_size, resolve_device(device))
+    print("\n".join(score_lines(scores)))
+    print(f"{windows} windows: predicted frames in {target / 'frames'}, {frames}-frame video {target / 'side_by_side.mp4'}")
 
 
 class WeightsAction(str, Enum):

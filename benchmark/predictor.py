@@ -59,6 +59,9 @@ class Predictor(nn.Module):
     # The reference implementations' checkpoint files this predictor takes (`--checkpoint`), besides vpbench's
     # own: how they name its tensors and what their weights need (vpbench.foreign).
     checkpoint_layouts: ClassVar[tuple[ReferenceLayout, ...]] = ()
+    # True: its weights fit any frame size (convolutions only), so `bench predict --native-size` may run it on the
+    # user's frames as they are instead of resizing them to the protocol's.
+    fully_convolutional: ClassVar[bool] = False
 
     def __init__(self, spec: VideoSpec, config: Any) -> None:
         super().__init__()

@@ -35,6 +35,7 @@ from .result import (NEEDS_NO_TRAINING, Costs, DataRecord, Evaluation, Identity,
                      ResultError, TrainRecord, Versions)
 from .spec import VideoSpec
 from .store import RunDir
+from .trackers import TrackedRun, Tracker, open_trackers, outcome_of
 from .precision import Precision
 from .training import train
 
@@ -82,6 +83,7 @@ class RunSettings:
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    log: tuple[str, ...] = ()  # experiment trackers (--log), vpbench.trackers; rank 0 only
 
 
 def build_dataset(name: str, protocol: str | None, options: dict[str, Any]) -> VideoDataset:
@@ -223,8 +225,27 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
         conventions = resolve_conventions([*(n for n in scored if n in CONVENTIONS), *settings.scoring.conventions])
     run.prepare(force=settings.force)  # keeps an interrupted run's checkpoints: training resumes from them
     distributed.barrier()  # under --force rank 0 has removed the old files before any rank reads last.pt
+    with open_trackers(settings.log, _tracked(run, dataset) if world.is_main else None) as tracker:
+        return _train_and_score(run, identity, resolved, given, dataset, settings, runtime, mode, metric_suite,
+                                kept, conventions, tracker)
+
+
+def _tracked(run: RunDir, dataset: VideoDataset) -> TrackedRun:
+    identity = run.identity
+    return TrackedRun(name=f"{identity['predictor']}-{run.id}", experiment=f"vpbench-{dataset.registry_name}-"
+                      f"{dataset.protocol.name}", path=run.path,
+                      params={"run_id": run.id, **identity})
+
+
+def _train_and_score(run: RunDir, identity: Identity, resolved: ResolvedConfig, given: Checkpoint | None,
+                     dataset: VideoDataset, settings: RunSettings, runtime: Runtime, mode: Mode,
+                     metric_suite: MetricSuite | None, kept: Result | None, conventions: tuple[Convention, ...],
+                     tracker: Tracker) -> Result | None:
+    cls = resolved.predictor
+    world = distributed.current()
     model, execution = _build_model(dataset, resolved, settings, runtime)
-    trained = kept.train if kept is not None else _train(model, dataset, run, settings.identity, runtime, mode)
+    trained = (kept.train if kept is not None
+               else _train(model, dataset, run, settings.identity, runtime, mode, tracker))
     if mode == "train":
         console.print(f"{cls.registry_name}: trained, best checkpoint {run.best_checkpoint}")
         return None
@@ -245,6 +266,8 @@ def _run_locked(run: RunDir, identity: Identity, resolved: ResolvedConfig, given
     distributed.barrier(patient=True)
     result = _record(run, identity, model, trained, evaluation, costs, dataset.problems())
     run.write_result(result)
+    if world.is_main and settings.log:
+        tracker.result(outcome_of(run.path, result.to_dict()))
     _print_summary(cls.registry_name, result, run.result_path)
     return result
 
@@ -291,13 +314,13 @@ def _build_model(dataset: VideoDataset, resolved: ResolvedConfig, settings: RunS
 
 
 def _train(model: Predictor, dataset: VideoDataset, run: RunDir, settings: IdentitySettings, runtime: Runtime,
-           mode: Mode) -> TrainRecord | None:
+           mode: Mode, tracker: Tracker | None = None) -> TrainRecord | None:
     """Train (or resume training) unless the predictor needs none or given weights are to be evaluated."""
     if not _will_train(type(model), settings, mode):
         return None
     return train(model, dataset.split("train"), dataset.split("val"), run, seed=settings.seed, device=runtime.device,
                  precision=settings.precision, workers=runtime.workers,  # type: ignore[arg-type]
-                 show_progress=runtime.progress)
+                 show_progress=runtime.progress, tracker=tracker)
 
 
 def _load_weights_for_eval(model: Predictor, run: RunDir, given: Checkpoint | None, dataset: VideoDataset) -> str:

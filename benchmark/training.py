@@ -33,6 +33,7 @@ from .progress import progress_bar
 from .result import TrainRecord
 from .sharding import BatchShard, shard_bounds, training_batch
 from .store import RunDir, load_checkpoint
+from .trackers import Tracker
 
 class TrainingDiverged(UserError):
     """A NaN or infinite loss: training stops (nothing is scored) and the checkpoints written before stay."""
@@ -323,8 +324,10 @@ def validate(model: Predictor, val_subset: Dataset, ctx: TrainContext, workers: 
 
 def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDir, *, seed: int,
           device: torch.device, precision: Precision = "fp32", workers: int = 0,
-          show_progress: bool = True) -> TrainRecord:
-    """Train `model` in `run`, resuming from `run.last_checkpoint` when there is one."""
+          show_progress: bool = True, tracker: Tracker | None = None) -> TrainRecord:
+    """Train `model` in `run`, resuming from `run.last_checkpoint` when there is one; `tracker` records what
+    train.log does."""
+    tracker = tracker or Tracker()
     cfg: TrainConfig = model.config
     ctx = TrainContext(model, cfg, precision, device)
     standing = resume(model, ctx, run)
@@ -342,12 +345,14 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
             bar.advance(**logged)
             if done % cfg.log_every == 0 or done == cfg.max_iterations:
                 run.log({"event": "train", "iteration": done, "lr": ctx.lr(), **logged})
+                tracker.train(done, {"lr": ctx.lr(), **logged})
             if not validates and done == cfg.max_iterations:
                 standing.best_iteration = done
                 save_best(run, model, done)
             if validates and (done % cfg.val_every == 0 or done == cfg.max_iterations):
                 score, figures = validate(model, val_subset, ctx, workers)
                 run.log({"event": "val", "iteration": done, **figures})
+                tracker.validation(done, figures)
                 bar.note(val_mse=figures["mse"])
                 if score < standing.best_score:
                     standing.best_score, standing.best_mse, standing.best_iteration = score, figures["mse"], done

@@ -75,6 +75,7 @@ class ConvLSTM(RecurrentPredictor):
 
     Config = ConvLSTMConfig
     checkpoint_layouts = (OPENSTL,)
+    fully_convolutional = True  # gates are convolutions over the patch grid (layer_norm=True's are not: it refuses)
     presets = {
         # OpenSTL configs/mmnist/ConvLSTM.py with its defaults: 4 x 128, filter 5, patch 4,
         # scheduled sampling to 0 at 50k iterations, batch 16, lr 5e-4, OneCycle, 200 epochs x 625 it.
