@@ -20,8 +20,10 @@ from vpbench.files import write_text_atomic
 from vpbench.progress import progress_bar, progress_style
 
 RUN = ["run", "--models", "convlstm", "--dataset", "moving-digits", "--out", "R", *TINY,
-       "--set", "max_iterations=12", "--set", "val_every=6", "--set", "data.test_size=8"]
-COPY_LAST = ["run", "--models", "copy-last", "--dataset", "moving-digits", "--out", "R", "--set", "data.test_size=4"]
+       "--set", "max_iterations=12", "--set", "val_every=6", "--set", "data.test_size=8",
+       "--set", "data.height=32", "--set", "data.width=32", "--context", "4", "--horizon", "4"]
+COPY_LAST = ["run", "--models", "copy-last", "--dataset", "moving-digits", "--out", "R", "--set", "data.test_size=4",
+             "--set", "data.height=32", "--set", "data.width=32"]
 
 
 def bare_env(**extra: str) -> dict:

@@ -35,7 +35,9 @@ class SignalledConvLSTM(PREDICTORS.get("convlstm")):
 ARGS = ["--models", "signalled-convlstm", "--dataset", "moving-digits", "--preset", "tiny", "--out", "R",
         "--plugin", "signalled.py", "--set", "data.train_size=40", "--set", "data.val_size=6",
         "--set", "data.test_size=6", "--set", "batch_size=4", "--set", "max_iterations=16", "--set", "val_every=8",
-        "--set", "checkpoint_every=1000", "--set", "sampling_stop_iter=16"]
+        "--set", "checkpoint_every=1000", "--set", "sampling_stop_iter=16",
+        # small frames and short clips: seconds per run
+        "--set", "data.height=32", "--set", "data.width=32", "--context", "4", "--horizon", "4"]
 
 
 def events(run_dir: Path, kind: str) -> list[dict]:
