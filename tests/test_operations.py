@@ -220,7 +220,7 @@ def test_no_wait_stops_at_once_naming_the_process_that_holds_the_run(bench, tmp_
         holder.write(f"{os.getpid()}\n")
         holder.flush()
         before = {p: p.stat().st_mtime_ns for p in (tmp_path / "R").rglob("*") if p.is_file()}
-        proc = bench(*COPY_LAST, "--force", "--no-wait", check=False)
+        proc = bench(*COPY_LAST, "--force", "--no-wait", check=False, timeout=600)  # waiting would hang
         assert proc.returncode == 2
         assert proc.stderr.count("error:") == 1, proc.stderr
         assert f"in progress in process {os.getpid()}" in proc.stderr and "--no-wait" in proc.stderr
