@@ -175,7 +175,7 @@ def _register(mode: str) -> None:
                 no_wait: bool = NoWaitOpt) -> None:
         from .progress import progress_style
 
-        progress_style(quiet)  # a bad VPBENCH_PROGRESS fails here, before any process starts
+        style = progress_style(quiet)  # a bad VPBENCH_PROGRESS fails here, before any process starts
         if nproc > 1:
             from .launch import launch
 
@@ -186,7 +186,7 @@ def _register(mode: str) -> None:
                            identity=dict(seed=seed, quick=quick, precision=precision.value, preset=preset,
                                          checkpoint=checkpoint, samples=samples),
                            execution=dict(device=device, workers=workers, compile=compile_,
-                                          progress=progress_style(quiet), wait=not no_wait),
+                                          progress=style, wait=not no_wait),
                            scoring=dict(lpips_weights=lpips_weights, yolo_weights=yolo_weights,
                                         conventions=tuple(_split_names(convention or ""))))
         from .distributed import current, shutdown
