@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 import typer
 
 from .config import Overrides, load_config_file, parse_set_options
-from .errors import UserError
+from .errors import Stopped, UserError
 from .progress import console
 from .registry import PREDICTORS, load_plugin
 
@@ -107,9 +107,8 @@ def _execute(mode: str, models: str, dataset: str, protocol: Optional[str], set_
 
     console.quiet = not from_environment().is_main  # other ranks print errors only (see main)
     set_threads()
-    progress = sys.stderr.isatty() or os.environ.get("VPBENCH_PROGRESS") == "1"
     run_settings = RunSettings(out=out, force=force, identity=IdentitySettings(**identity),
-                               execution=ExecutionSettings(**execution, progress=progress),
+                               execution=ExecutionSettings(**execution),
                                scoring=ScoringSettings(**scoring), log=log)
     return run_models(names, dataset, protocol, overrides, run_settings, mode)  # type: ignore[arg-type]
 
@@ -144,6 +143,10 @@ SamplesOpt = typer.Option(None, "--samples", min=1, help="Samples per sequence f
                           "eval_samples.")
 
 
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar and no progress lines (errors and results "
+                        "still print).")
+NoWaitOpt = typer.Option(False, "--no-wait", help="When another process is working on a run, stop at once naming "
+                         "it (exit 2) instead of waiting for it.")
 ConventionOpt = typer.Option(None, "--convention", help="Also score in these reference conventions, e.g. "
                              "vpbench,cwvae: openstl, stip, cwvae (= htsrm); vpbench's own are always the main "
                              "columns. Stored apart (eval.conventions) and printed as labelled columns.")
@@ -179,7 +182,11 @@ def _register(mode: str) -> None:
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
                 yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt,
                 convention: Optional[str] = ConventionOpt, fvd: Optional[str] = FvdOpt,
-                i3d_weights: Optional[Path] = I3dWeightsOpt, log: Optional[List[str]] = LogOpt) -> None:
+                i3d_weights: Optional[Path] = I3dWeightsOpt, log: Optional[List[str]] = LogOpt,
+                quiet: bool = QuietOpt, no_wait: bool = NoWaitOpt) -> None:
+        from .progress import progress_style
+
+        style = progress_style(quiet)  # a bad VPBENCH_PROGRESS fails here, before any process starts
         if nproc > 1:
             from .launch import launch
 
@@ -189,7 +196,8 @@ def _register(mode: str) -> None:
         results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, out, force,
                            identity=dict(seed=seed, quick=quick, precision=precision.value, preset=preset,
                                          checkpoint=checkpoint, samples=samples),
-                           execution=dict(device=device, workers=workers, compile=compile_),
+                           execution=dict(device=device, workers=workers, compile=compile_,
+                                          progress=style, wait=not no_wait),
                            scoring=dict(lpips_weights=lpips_weights, yolo_weights=yolo_weights,
                                         conventions=tuple(_split_names(convention or "")),
                                         fvd=tuple(_split_names(fvd or "")), i3d_weights=i3d_weights),
@@ -390,6 +398,11 @@ def main() -> None:
 
         keep_freed_memory_for_reuse()  # torch threads are set by the commands that compute, after option parsing
         app(args=args)  # standalone: typer reports usage errors itself with exit code 2
+    except Stopped as exc:  # a scheduler's signal: the resume point is saved, the job ends as the signal would
+        if os.environ.get("RANK", "0") == "0":
+            console.quiet = False
+            console.print(str(exc), markup=False, highlight=False)
+        sys.exit(exc.exit_code)
     except UserError as exc:
         if debugging():
             print_traceback(exc)

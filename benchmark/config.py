@@ -122,6 +122,8 @@ class TrainConfig:
     train_horizon: int = setting(0, "frames predicted in training (0: the protocol's future); tests always "
                                     "roll out the whole horizon", NON_NEGATIVE)
     checkpoint_every: int = bookkeeping(500, "iterations between resumable checkpoints", COUNT)
+    checkpoint_minutes: float = bookkeeping(10.0, "also a resumable checkpoint once this many minutes have passed "
+                                                  "since the last one (0: by iterations only)", NON_NEGATIVE)
     log_every: int = bookkeeping(50, "iterations between two training-loss lines of train.log", COUNT)
     eval_batch_size: int = bookkeeping(16, "sequences per batch in validation and test", COUNT)
 
@@ -286,7 +288,16 @@ def apply_overrides(config: C, overrides: Mapping[str, Any], where: str) -> C:
             changes[key] = _coerce(value, hints[key])
         except (ValueError, TypeError):
             raise UserError(f"{where}: {key}={value!r} is not a valid {_type_name(hints[key])}") from None
+        if not all_finite(changes[key]):  # inf passes "> 0" and nan fails no comparison: refused before any rule
+            raise UserError(f"{where}: {key}={value!r} must be a finite number")
     return replace(config, **changes)
+
+
+def all_finite(value: Any) -> bool:
+    """False when `value`, or an item of it, is an infinite or NaN float."""
+    if isinstance(value, (list, tuple)):
+        return all(all_finite(item) for item in value)
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def config_to_dict(config: Any) -> dict:

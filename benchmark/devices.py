@@ -10,6 +10,7 @@ import torch
 
 from . import distributed
 from .errors import UserError
+from .progress import Style
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class ExecutionSettings:
     workers: int | None = None  # data-loading processes; None: resolve_workers
     compile: bool = False  # torch.compile of the recurrent step
     channels_last: bool | None = None  # None: where it helps (acceleration.uses_channels_last)
-    progress: bool = True  # progress bars (rank 0 only)
+    progress: Style | bool = "bar"  # bar, lines or off (vpbench.progress.progress_style); True: bar, False: off
+    wait: bool = True  # for a run that another process holds; False: stop at once (--no-wait)
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,15 @@ class Runtime:
 
     device: torch.device
     workers: int
-    progress: bool
+    progress: Style  # "off" on every rank but 0
 
 
 def resolve_runtime(settings: ExecutionSettings) -> Runtime:
-    """The device, loader processes and progress bars this process takes (bars on rank 0 only)."""
+    """The device, loader processes and progress display this process takes (rank 0 only shows progress)."""
     device = resolve_device(settings.device)
+    style: Style = {True: "bar", False: "off"}.get(settings.progress, settings.progress)  # type: ignore[arg-type]
     return Runtime(device, resolve_workers(settings.workers, device),
-                   settings.progress and distributed.from_environment().is_main)
+                   style if distributed.from_environment().is_main else "off")
 
 
 def resolve_device(name: str) -> torch.device:

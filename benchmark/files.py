@@ -4,7 +4,8 @@ with the runs lives here rather than beside the torch code that writes checkpoin
 
 Every write goes to a temporary name and is renamed into place, so a process killed at any moment leaves either
 the old file or the new one. A write that fails (disk full, read-only --out) removes its temporary file and stops
-with one line naming the path.
+with one line naming the path. The file gets the mode the user's umask gives a new file (0644 under umask 022), as
+`open` would: the temporary file's own 0600 would keep a group sharing a runs directory from reading it.
 """
 from __future__ import annotations
 
@@ -37,13 +38,28 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
         try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+            os.close(fd)
             write(Path(tmp))
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def current_umask() -> int:
+    """The process's umask. Read from /proc where it can be: setting it to read it back would change it, for a
+    moment, under every thread of the process (data loaders, torch's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

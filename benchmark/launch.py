@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from .cpu import usable_cpus
 from .errors import UserError
 
 
@@ -32,19 +33,25 @@ def launch(nproc: int, argv: list[str]) -> int:
         raise UserError(f"--nproc must be at least 1, got {nproc}")
     if "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--nproc inside processes that torchrun started: torchrun already chose how many")
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     # Each process takes its share of the cores (cpu.set_threads); said here too because torchrun otherwise
     # sets OMP_NUM_THREADS=1 with a banner.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // nproc)))
     # The failing rank has printed its one error line; torchrun's log lines about ending the others would
     # only bury it (`torchrun` itself, used directly, keeps them).
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "--module", "vpbench",
+    # The launcher passes a scheduler's signal on to the ranks, which save their resume point (vpbench.stopping),
+    # SIGUSR1 (SLURM's warning ahead of the time limit) as well as torchrun's default ones.
+    args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "--signals-to-handle",
+                                         "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--module", "vpbench",
                                          *without_nproc(argv)])
     try:
         run(args)
+    except SignalException as exc:  # the ranks got it too and have said where they stopped
+        return 128 + int(exc.sigval)
     except ChildFailedError as exc:
         rank, first = exc.get_first_failure()
         if first.exitcode > 0:

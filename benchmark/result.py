@@ -377,6 +377,9 @@ class Result:
     # Processes that trained and scored the run (torchrun); not part of its identity: the numbers do not
     # depend on it. None: the file has no `world_size` key (one process).
     world_size: int | None = None
+    # Torch's CPU threads in each of those processes (vpbench.cpu.thread_count); None: not recorded (before vpbench
+    # recorded it). Not part of the identity either.
+    threads: int | None = None
     # Whether the predictor is a floor (Predictor.floor: it learns nothing, its costs are nothing to beat).
     # None: written before vpbench recorded it; `is_floor` then infers it.
     floor: bool | None = None
@@ -397,6 +400,7 @@ class Result:
                 "eval": self.eval.to_dict(), "costs": self.costs.to_dict(),
                 **({} if self.data is None else {"data": self.data.to_dict()}),
                 **({} if self.world_size is None else {"world_size": self.world_size}),
+                **({} if self.threads is None else {"threads": self.threads}),
                 **({} if self.floor is None else {"floor": self.floor}), **self.extra}
 
     @classmethod
@@ -414,7 +418,7 @@ class Result:
             train=None if train is None else TrainRecord.from_dict(train),
             eval=Evaluation.from_dict(data.get("eval")), costs=Costs.from_dict(top.required("costs")),
             data=None if data_block is None else DataRecord.from_dict(data_block),
-            world_size=top.optional_integer("world_size"),
+            world_size=top.optional_integer("world_size"), threads=top.optional_integer("threads"),
             floor=top.flag("floor") if top.data.get("floor") is not None else None,
             extra={k: v for k, v in data.items() if k not in _RESULT_KEYS})
         result.eval.check(identity.protocol.future)
@@ -432,8 +436,8 @@ class Result:
 
 
 # The keys a result.json has: its own, and its run's identity at the top level.
-_RESULT_KEYS = {"schema", "run_id", "created", "versions", "train", "eval", "costs", "data", "world_size", "floor",
-                *(f.name for f in fields(Identity))}
+_RESULT_KEYS = {"schema", "run_id", "created", "versions", "train", "eval", "costs", "data", "world_size", "threads",
+                "floor", *(f.name for f in fields(Identity))}
 
 
 def _check_schema(schema: Any) -> None:

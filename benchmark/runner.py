@@ -22,14 +22,14 @@ from .devices import ExecutionSettings, Runtime, describe_device, resolve_runtim
 from .digest import sha256_file
 from .files import npz_bytes
 from .errors import UserError
-from .evaluation import evaluate
+from .evaluation import evaluate, rank_share
 from .foreign import Checkpoint, configure, describe, load_into, load_weights, read_checkpoint
 from .metrics.conventions import CONVENTIONS, Convention, resolve_conventions
 from .metrics.fvd import resolve_fvd_conventions
 from .metrics.suite import MetricSuite
 from .predictor import (Predictor, ResolvedConfig, check_shared_keys, predictor_overrides, reads_training_split,
                         resolve_config)
-from .progress import console
+from .progress import clock_text, console, progress_bar, say
 from .registry import DATASETS, PREDICTORS
 from .result import (NEEDS_NO_TRAINING, Costs, DataRecord, Evaluation, Identity, NewerSchemaError, Result,
                      ResultError, TrainRecord, Versions)
@@ -197,7 +197,7 @@ def _run_one(resolved: ResolvedConfig, given: Checkpoint | None, dataset: VideoD
     identity = run_identity(cls, dataset, resolved, settings.identity)
     world = distributed.current()
     run = RunDir(settings.out, dataset.registry_name, cls.registry_name, identity.to_dict(), writes=world.is_main)
-    with run.lock(on_wait=lambda line: console.print(escape(line), highlight=False)):
+    with run.lock(on_wait=lambda line: console.print(escape(line), highlight=False), wait=settings.execution.wait):
         distributed.barrier(patient=True)  # the other ranks read the run once rank 0 holds it
         return _run_locked(run, identity, resolved, given, dataset, settings, runtime, mode, metric_suite)
 
@@ -244,6 +244,8 @@ def _train_and_score(run: RunDir, identity: Identity, resolved: ResolvedConfig, 
     cls = resolved.predictor
     world = distributed.current()
     model, execution = _build_model(dataset, resolved, settings, runtime)
+    say(_start_line(model, dataset, run, runtime, trains=kept is None and _will_train(cls, settings.identity, mode)),
+        runtime.progress)
     trained = (kept.train if kept is not None
                else _train(model, dataset, run, settings.identity, runtime, mode, tracker))
     if mode == "train":
@@ -269,7 +271,24 @@ def _train_and_score(run: RunDir, identity: Identity, resolved: ResolvedConfig, 
     if world.is_main and settings.log:
         tracker.result(outcome_of(run.path, result.to_dict()))
     _print_summary(cls.registry_name, result, run.result_path)
+    say(f"end {cls.registry_name}: result {run.result_path} after {clock_text(time.monotonic() - run.started)}",
+        runtime.progress)
     return result
+
+
+def _start_line(model: Predictor, dataset: VideoDataset, run: RunDir, runtime: Runtime, trains: bool) -> str:
+    """What a log without a terminal says when a run starts: what runs, where, on what, for how long."""
+    spec, world = model.spec, distributed.current()
+    processes = f"{world.world_size} processes" if world.several else "1 process"
+    threads = torch.get_num_threads()
+    if trains:
+        done = run.resume_iteration()
+        work = f"{model.config.max_iterations} iterations" + (f" (resuming at {done})" if done else "")
+    else:
+        work = "no training"
+    return (f"start {model.registry_name} on {dataset.registry_name} protocol {dataset.protocol.name} "
+            f"({spec.context} -> {spec.future} frames of {spec.height}x{spec.width}): run {run.path}, device {runtime.device}, "
+            f"{threads} thread{'s' if threads > 1 else ''} x {processes}, {work}")
 
 
 def run_identity(cls: type[Predictor], dataset: VideoDataset, resolved: ResolvedConfig,
@@ -351,10 +370,12 @@ def _evaluate(model: Predictor, test: Dataset, settings: RunSettings, runtime: R
     scored = Subset(test, range(min(quick_size, len(test)))) if asked.quick else test
     extra = (metric_suite or MetricSuite()).build(model.spec, runtime.device)
     tic = time.perf_counter()
-    scores = evaluate(model, scored, device=runtime.device, precision=asked.precision,  # type: ignore[arg-type]
-                      batch_size=model.config.eval_batch_size, workers=runtime.workers, extra_metrics=extra.metrics,
-                      samples=samples, seed=asked.seed, conventions=conventions,
-                      keep_sequences=settings.scoring.evaluation.keep_sequences, fvd=extra.fvd)
+    with progress_bar(f"test {model.registry_name}", total=len(rank_share(scored, model.stochastic)),
+                      style=runtime.progress, unit="seq") as bar:
+        scores = evaluate(model, scored, device=runtime.device, precision=asked.precision,  # type: ignore[arg-type]
+                          batch_size=model.config.eval_batch_size, workers=runtime.workers, progress=bar,
+                          extra_metrics=extra.metrics, samples=samples, seed=asked.seed, conventions=conventions,
+                          keep_sequences=settings.scoring.evaluation.keep_sequences, fvd=extra.fvd)
     wall_seconds = time.perf_counter() - tic
     if scores.kept_frames is not None:
         run.write_kept_frames(npz_bytes(scores.kept_frames))
@@ -393,7 +414,7 @@ def _record(run: RunDir, identity: Identity, model: Predictor, trained: TrainRec
         train=trained, eval=evaluation, costs=costs,
         # files a split lost (corrupt, truncated): counted, never silently dropped
         data=DataRecord({split: sum(p.split == split for p in problems) for split in SPLITS}, problems),
-        world_size=distributed.current().world_size, floor=model.floor)
+        world_size=distributed.current().world_size, threads=torch.get_num_threads(), floor=model.floor)
 
 
 def _print_summary(name: str, result: Result, path: Path) -> None:

@@ -7,11 +7,13 @@ it (`RunDir.lock`), so two commands never interleave their writes to one run.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
 import pickle
 import shutil
+import time
 import zipfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -67,6 +69,7 @@ class RunDir:
         # the run directory, which --force removes while the lock is held
         self.lock_path = Path(root) / ".locks" / f"{self.id}.lock"
         self.writes = writes
+        self.started = time.monotonic()  # train.log's "seconds": from when this command took the run
 
     @property
     def config_path(self) -> Path:
@@ -102,10 +105,11 @@ class RunDir:
         write_json_atomic(self.config_path, {"run_id": self.id, **self.identity})
 
     @contextlib.contextmanager
-    def lock(self, on_wait: Callable[[str], None]) -> Iterator[None]:
+    def lock(self, on_wait: Callable[[str], None], wait: bool = True) -> Iterator[None]:
         """Hold the run's lock: a second process on the same run waits here (told by `on_wait` who holds it)
-        until the first is done, then finds its result. The lock is the kernel's (flock), so it dies with its
-        process: a killed run leaves nothing to clean up. Processes that write nothing do not lock."""
+        until the first is done, then finds its result; with `wait` False it stops at once with one line naming
+        that process. The lock is the kernel's (flock), so it dies with its process: a killed run leaves nothing
+        to clean up. Processes that write nothing do not lock."""
         if not self.writes or fcntl is None:
             yield
             return
@@ -118,15 +122,25 @@ class RunDir:
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "unknown"
-                on_wait(f"run {self.id} is in progress in process {holder} ({self.path}); waiting for it to end")
+                busy = f"run {self.id} is in progress in process {holder} ({self.path})"
+                if not wait:
+                    raise UserError(f"{busy}; --no-wait: not waiting for it")
+                on_wait(f"{busy}; waiting for it to end")
                 fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
             handle.truncate()
             handle.write(f"{os.getpid()}\n")
             handle.flush()
+            self.started = time.monotonic()
             yield
         finally:
             handle.close()  # releases the lock
+
+    def resume_iteration(self) -> int:
+        """Iterations done by the run's resume point (last.pt), 0 without one."""
+        if not self.last_checkpoint.is_file():
+            return 0
+        return int(load_checkpoint(self.last_checkpoint)["iteration"])
 
     def read_result(self) -> Result | None:
         """The run's result, None when there is none. A file that is not a readable result (with atomic writes
@@ -162,5 +176,7 @@ class RunDir:
         if not self.writes:
             return
         # Appends of one short line are atomic enough for a log; the log is for people, not for resuming.
+        stamp = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "seconds": round(time.monotonic() - self.started, 3)}
         with writing(self.log_path), open(self.log_path, "a") as fh:
-            fh.write(json.dumps(event) + "\n")
+            fh.write(json.dumps({**stamp, **event}) + "\n")

@@ -24,14 +24,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from . import distributed
 from .config import TrainConfig, config_to_dict
-from .errors import UserError
+from .errors import Stopped, UserError
 from .evaluation import evaluate
 from .foreign import CHECKPOINT_FORMAT
 from .precision import Precision, autocast
 from .predictor import Predictor
-from .progress import progress_bar
+from .progress import Style, progress_bar
 from .result import TrainRecord
 from .sharding import BatchShard, shard_bounds, training_batch
+from .stopping import StopRequests, signal_name
 from .store import RunDir, load_checkpoint
 from .trackers import Tracker
 
@@ -324,9 +325,10 @@ def validate(model: Predictor, val_subset: Dataset, ctx: TrainContext, workers: 
 
 def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDir, *, seed: int,
           device: torch.device, precision: Precision = "fp32", workers: int = 0,
-          show_progress: bool = True, tracker: Tracker | None = None) -> TrainRecord:
+          show_progress: Style | bool = "bar", tracker: Tracker | None = None) -> TrainRecord:
     """Train `model` in `run`, resuming from `run.last_checkpoint` when there is one; `tracker` records what
-    train.log does."""
+    train.log does. A SIGTERM or SIGUSR1 saves last.pt at the end of the iteration and raises Stopped
+    (vpbench.stopping)."""
     tracker = tracker or Tracker()
     cfg: TrainConfig = model.config
     ctx = TrainContext(model, cfg, precision, device)
@@ -335,9 +337,10 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
     val_subset = Subset(val_split, range(min(cfg.val_sequences, len(val_split))))
     validates = len(val_subset) > 0  # without validation sequences the last weights are the ones tested
     loader = training_batches(train_split, cfg, seed, resumed_from, ctx.shard, workers, device)
-    tic = time.perf_counter()
-    with progress_bar(f"train {model.registry_name}", total=cfg.max_iterations, completed=resumed_from,
-                      enabled=show_progress) as bar:
+    tic = last_saved = time.perf_counter()
+    stops = StopRequests()
+    with stops.listening(), progress_bar(f"train {model.registry_name}", total=cfg.max_iterations,
+                                         completed=resumed_from, style=show_progress) as bar:
         for iteration, clip in zip(range(resumed_from, cfg.max_iterations), loader):
             ctx.iteration = iteration
             logged = training_step(model, clip, ctx, run)
@@ -357,11 +360,21 @@ def train(model: Predictor, train_split: Dataset, val_split: Dataset, run: RunDi
                 if score < standing.best_score:
                     standing.best_score, standing.best_mse, standing.best_iteration = score, figures["mse"], done
                     save_best(run, model, done)
-            if done % cfg.checkpoint_every == 0 or done % cfg.val_every == 0 or done == cfg.max_iterations:
+            stop = stops.agreed()
+            by_time = 0 < cfg.checkpoint_minutes * 60 <= time.perf_counter() - last_saved
+            if (stop is not None or by_time or done % cfg.checkpoint_every == 0 or done % cfg.val_every == 0
+                    or done == cfg.max_iterations):
                 standing.wall_seconds += time.perf_counter() - tic
-                tic = time.perf_counter()
+                tic = last_saved = time.perf_counter()
                 standing.iteration = done
                 save_last(run, model, ctx, standing)
+                run.log({"event": "checkpoint", "iteration": done})
+            if stop is not None:
+                run.log({"event": "stopped", "iteration": done, "signal": signal_name(stop)})
+                distributed.barrier()  # last.pt is written before any rank exits
+                raise Stopped(f"{model.registry_name}: stopped by {signal_name(stop)} at iteration {done} of "
+                              f"{cfg.max_iterations}, saved {run.last_checkpoint}; the same command resumes there",
+                              stop)
     run.log({"event": "done", "iteration": cfg.max_iterations, "best_iteration": standing.best_iteration})
     distributed.barrier()  # every rank reads best.pt next, which rank 0 has just written
     selected_on = (NO_VALIDATION if not validates else SELECTED_ON_LOSS if selects_on_own_loss(model)

@@ -217,7 +217,19 @@ class StoredDataset(VideoDataset):
         root = root.expanduser().resolve()
         if (root / MANIFEST).exists() and not force:
             raise UserError(f"{root} already holds prepared {cls.registry_name} data; --force prepares it again")
+        if not source.exists():
+            raise UserError(f"--source {source}: no such file or folder; expected {cls.source_help}")
+        created = first_missing(root)  # bad input must leave nothing behind: what this call creates goes again
         root.mkdir(parents=True, exist_ok=True)
+        try:
+            return cls._prepare_into(source, root)
+        except BaseException:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _prepare_into(cls, source: Path, root: Path) -> Manifest:
         (root / MANIFEST).unlink(missing_ok=True)
         manifest = Manifest(dataset=cls.registry_name, source=str(source))
         scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=root))
@@ -232,6 +244,16 @@ class StoredDataset(VideoDataset):
             raise UserError(f"no {cls.registry_name} data found in {source}: expected {cls.source_help}{found}")
         manifest.save(root)
         return manifest
+
+
+def first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` (itself included) that does not exist yet: what mkdir(parents=True) creates."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
 
 
 class StoredClips(Dataset):
