@@ -89,3 +89,15 @@ def test_bench_check_fails_a_broken_plugin_naming_the_check(tmp_path):
 def test_bench_check_refuses_an_unknown_name(tmp_path):
     proc = run_bench("check", "no-such-model", cwd=tmp_path, check=False, env={"VPBENCH_THREADS": "1"})
     assert proc.returncode == 2 and "unknown predictor 'no-such-model'" in proc.stderr
+
+
+@pytest.mark.parametrize("setting,says", [
+    ("simvp.translator=nosuch", "translator"),  # a value the setting cannot take
+    ("data.height=32", "predictor settings only"),  # the contract fixes the data
+])
+def test_bench_check_refuses_a_bad_set_in_one_line_before_any_check(tmp_path, setting, says):
+    proc = run_bench("check", "simvp", "--set", setting, cwd=tmp_path, check=False, env={"VPBENCH_THREADS": "1"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == ""  # no check ran
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], proc.stderr
