@@ -191,6 +191,8 @@ def _register(mode: str) -> None:
             from .launch import launch
 
             raise typer.Exit(launch(nproc, sys.argv[1:]))
+        if i3d_weights is not None and not fvd:
+            raise UserError("--i3d-weights is read only for FVD: add --fvd CONVENTION (e.g. --fvd stylegan-v)")
         if mode == "train" and checkpoint is not None:
             raise UserError("--checkpoint is for `bench eval` and `bench run`: training starts from the run's own state")
         results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, out, force,

@@ -273,6 +273,9 @@ def test_without_the_i3d_file_fvd_is_not_measured_and_says_where_it_goes(tmp_pat
     bad = run_bench("run", *COMMON, "--fvd", "tats", cwd=tmp_path, env=env, check=False)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: unknown FVD convention")
     assert "Traceback" not in bad.stderr and not (tmp_path / "runs").exists()
+    alone = run_bench("run", *COMMON, "--i3d-weights", "i3d.pt", cwd=tmp_path, env=env, check=False)
+    assert alone.returncode == 2 and alone.stderr.strip().startswith("error: --i3d-weights is read only for FVD")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_file_at_the_default_location_is_not_used_unless_vouched_for(tmp_path, detector_file, monkeypatch):
