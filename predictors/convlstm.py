@@ -3,7 +3,9 @@
 The cell follows the paper: gates from a convolution of the input plus one of the hidden state,
 forget-gate bias 1. OpenSTL's ConvLSTMCell defines the forget bias but never adds it, and also
 creates `conv_o` and `conv_last` modules that its forward never calls: its reported 15.0M parameters
-at the mmnist setting include 3.41M unused ones; the model that actually runs has the 11.68M this one has.
+at the mmnist setting include 3.41M unused ones; the model that actually runs has the 11.68M this one has. Its table's 56.8 GFLOPs (fvcore, batch 1, 10 -> 10)
+include the first step's hidden-state convolutions of the all-zero state, which add exactly zero and which this
+one skips: 55.1G here (tests/test_costs.py counts both by hand).
 OpenSTL's checkpoints load through `--checkpoint` (`OPENSTL`): the unused tensors are dropped and
 `forget_bias=0` reproduces its cell, so that its weights predict what they predicted there.
 """
