@@ -175,22 +175,25 @@ def _recording_detector(seen: list) -> callable:
 @pytest.mark.parametrize("name", ["mcvd", "predbench-jit", "videogpt", "tats"])
 def test_4k_clips_reach_the_detector_at_224_after_a_frame_at_a_time(name):
     # What a 4K clip costs is read off what the detector and the per-frame steps receive, not timed or measured:
-    # the I3D gets the calls a 224x224 clip gets, the reference's resize one 4K frame at a time.
+    # the I3D gets the call a 224x224 clip gets; the reference's resize gets one 4K frame at a time, and each is a
+    # view of the evaluation's own tensors (stride 0 here), so no clip was copied whole at 4K (context and
+    # prediction are joined after the resize).
     convention = FVD_CONVENTIONS[name]
     frames_seen = []
 
     def frame_input(frames):
-        frames_seen.append(tuple(frames.shape))
+        frames_seen.append((tuple(frames.shape), set(frames.stride())))
         return convention.frame_input(frames)
 
-    spy = dataclasses.replace(convention, frame_input=frame_input)
     seen = []
+    sums = FvdSums(dataclasses.replace(convention, frame_input=frame_input), _recording_detector(seen), {}, CPU)
     clips = torch.rand(1, 1, 1, 1, 1).expand(2, 10, 1, 2160, 3840)  # 2 grey 4K clips without 660 MB of memory
-    features(_recording_detector(seen), spy, clips)
+    sums.add(clips[:, :5], clips[:, None, 5:], clips[:, 5:], samples=1)  # ground truth, then the prediction
+    per_clip = 10 if convention.frames == "context+prediction" else 5
+    assert frames_seen == [((1, 1, 2160, 3840), {0})] * (2 * 2 * per_clip)
     small = []
-    features(_recording_detector(small), convention, torch.rand(2, 10, 1, 64, 64))
-    assert seen == small == [((2, 3, 10, 224, 224), torch.float32)]  # the same call as for 64x64 clips
-    assert frames_seen == [(1, 1, 2160, 3840)] * 20  # 33 MB at a time, not the 660 MB of the two clips
+    features(_recording_detector(small), convention, torch.rand(2, per_clip, 1, 64, 64))
+    assert seen == small * 2 == [((2, 3, 10, 224, 224), torch.float32)] * 2  # as for 64x64 clips
     seen.clear()
     features(_recording_detector(seen), convention, torch.rand(9, 10, 1, 64, 64))
     assert [shape for shape, _ in seen] == [(6, 3, 10, 224, 224), (3, 3, 10, 224, 224)]  # a few clips per call

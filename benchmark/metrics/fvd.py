@@ -105,19 +105,23 @@ class FvdConvention:
                     f"convention feeds the I3D, and {self.name} does not pad them")
         return None
 
-    def prepare(self, clips: Tensor) -> Tensor:
-        """Clips [B, T, C, H, W] in [0, 1] -> the detector's input [B, 3, T', H', W'] in this convention: the
-        reference's steps on each frame, then the clip laid out as [B, C, T, H, W], zero-padded in time where the
-        convention pads, grey repeated to 3 channels (as every reference does)."""
+    def prepare(self, *segments: Tensor) -> Tensor:
+        """Clips [B, T, C, H, W] in [0, 1], given as consecutive pieces in time (context, then prediction) -> the
+        detector's input [B, 3, T', H', W'] in this convention: the reference's steps on each frame, the pieces
+        joined after them (at the detector's size, not at the clips'), laid out as [B, C, T, H, W], zero-padded
+        in time where the convention pads, grey repeated to 3 channels (as every reference does)."""
+        x = torch.cat([self._each_frame(segment) for segment in segments], dim=1).permute(0, 2, 1, 3, 4)
+        if self.pad and x.shape[2] < self.min_frames:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.min_frames - x.shape[2]))
+        return x.repeat(1, 3, 1, 1, 1) if x.shape[1] == 1 else x
+
+    def _each_frame(self, clips: Tensor) -> Tensor:
         b, t = clips.shape[:2]
         frames = clips.flatten(0, 1)
         # A few frames at a time: at 4K a frame's float copy is 100 MB and a clip's is T times that.
         step = max(1, VALUES_PER_FORWARD // frames[0].numel())
         x = torch.cat([self.frame_input(part) for part in frames.split(step)])
-        x = x.view(b, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)
-        if self.pad and t < self.min_frames:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.min_frames - t))
-        return x.repeat(1, 3, 1, 1, 1) if x.shape[1] == 1 else x
+        return x.view(b, t, *x.shape[1:])
 
     def detect(self, detector: Callable[..., Tensor], x: Tensor) -> Tensor:
         """The I3D features of prepared clips, called the way the reference calls its detector."""
@@ -226,19 +230,23 @@ def not_measured_key(convention: FvdConvention) -> str:
 
 
 @torch.no_grad()
-def features(detector: Callable[..., Tensor], convention: FvdConvention, clips: Tensor) -> Tensor:
-    """I3D features [B, 400] of clips [B, T, C, H, W] in [0, 1], a few clips per detector call. The conventions
-    that resize before the detector hand it 224x224 clips whatever the frame size, having preprocessed a few
-    frames at a time (FvdConvention.prepare), so at 4K the I3D's calls are those of 224x224 clips; the one that
-    leaves the resize to the detector (stylegan-v) hands it its clips at their own size, one at a time at 4K."""
-    pixels = clips.shape[-2] * clips.shape[-1] if convention.resize == "in the detector" else I3D_SIZE * I3D_SIZE
-    chunk = max(1, VALUES_PER_FORWARD // (max(clips.shape[1], convention.min_frames) * 3 * pixels))
+def features(detector: Callable[..., Tensor], convention: FvdConvention, *segments: Tensor) -> Tensor:
+    """I3D features [B, 400] of clips [B, T, C, H, W] in [0, 1] (given whole, or as consecutive pieces in time:
+    context, then prediction), a few clips per detector call. The conventions that resize before the detector
+    hand it 224x224 clips whatever the frame size, having preprocessed a few frames at a time and joined the
+    pieces only then (FvdConvention.prepare), so at 4K the I3D's calls are those of 224x224 clips and no clip is
+    copied whole at its own size; the one that leaves the resize to the detector (stylegan-v) hands it its clips
+    at their own size, one at a time at 4K."""
+    frames = sum(segment.shape[1] for segment in segments)
+    height, width = segments[0].shape[-2:]
+    pixels = height * width if convention.resize == "in the detector" else I3D_SIZE * I3D_SIZE
+    chunk = max(1, VALUES_PER_FORWARD // (max(frames, convention.min_frames) * 3 * pixels))
     out = []
-    for part in clips.split(chunk):
-        got = convention.detect(detector, convention.prepare(part))
-        if got.shape != (part.shape[0], FEATURES):
-            raise ValueError(f"the I3D detector returned {tuple(got.shape)} for {part.shape[0]} clips, "
-                             f"expected [{part.shape[0]}, {FEATURES}]")
+    for parts in zip(*(segment.split(chunk) for segment in segments)):
+        got = convention.detect(detector, convention.prepare(*parts))
+        if got.shape != (parts[0].shape[0], FEATURES):
+            raise ValueError(f"the I3D detector returned {tuple(got.shape)} for {parts[0].shape[0]} clips, "
+                             f"expected [{parts[0].shape[0]}, {FEATURES}]")
         out.append(got.double())
     return torch.cat(out)
 
@@ -262,12 +270,10 @@ class FvdSums:
         run so that every rank keeps the same number of sums), targets [B, T, ...]."""
         while len(self.fake) < samples:
             self.fake.append(GaussianSums(FEATURES, self.device))
-        whole = self.convention.frames == "context+prediction"
-        truth = torch.cat([context, target], dim=1) if whole else target
-        self.real.add(features(self.detector, self.convention, truth))
+        first = (context,) if self.convention.frames == "context+prediction" else ()
+        self.real.add(features(self.detector, self.convention, *first, target))
         for k in range(prediction.shape[1]):
-            clip = torch.cat([context, prediction[:, k]], dim=1) if whole else prediction[:, k]
-            self.fake[k].add(features(self.detector, self.convention, clip))
+            self.fake[k].add(features(self.detector, self.convention, *first, prediction[:, k]))
 
     def result(self, samples: int) -> dict[str, Any] | str:
         """FVD and what it was scored with, or why it has no value. Collective: every rank calls it once."""
