@@ -151,14 +151,14 @@ ConventionOpt = typer.Option(None, "--convention", help="Also score in these ref
                              "vpbench,cwvae: openstl, stip, cwvae (= htsrm); vpbench's own are always the main "
                              "columns. Stored apart (eval.conventions) and printed as labelled columns.")
 FvdOpt = typer.Option(None, "--fvd", help="Also measure FVD in these conventions, e.g. stylegan-v,mcvd: stylegan-v "
-                      "(= fvd-comparison), mcvd, predbench-jit (= predbench) read i3d_torchscript.pt; videogpt, tats "
-                      "read i3d_pretrained_400.pt (see `bench weights`); without the file the result says FVD was not "
-                      "measured and where the file goes.")
+                      "(= fvd-comparison), mcvd, predbench-jit (= predbench) read i3d_torchscript.pt; videogpt, tats, "
+                      "predbench-400 read i3d_pretrained_400.pt (see `bench weights`); without the file the result "
+                      "says FVD was not measured and where the file goes.")
 I3dWeightsOpt = typer.Option(None, "--i3d-weights", help="StyleGAN-V's i3d_torchscript.pt for FVD stylegan-v, mcvd, "
                              "predbench-jit; default: VPBENCH_I3D_WEIGHTS. No checksum is published: the file used "
                              "is recorded with its sha256.")
 I3dPytorchWeightsOpt = typer.Option(None, "--i3d-pytorch-weights", help="VideoGPT's i3d_pretrained_400.pt for FVD "
-                                    "videogpt, tats; default: VPBENCH_I3D_PYTORCH_WEIGHTS, then TORCH_HOME's cache "
+                                    "videogpt, tats, predbench-400; default: VPBENCH_I3D_PYTORCH_WEIGHTS, then TORCH_HOME's cache "
                                     "(used from there only if it is the file TATS commits).")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Evaluate these weights instead of training (run, eval).")
 LpipsWeightsOpt = typer.Option(None, "--lpips-weights", help="AlexNet state dict for LPIPS, used even if its checksum "

@@ -172,7 +172,7 @@ def _recording_detector(seen: list) -> callable:
     return detector
 
 
-@pytest.mark.parametrize("name", ["mcvd", "predbench-jit", "videogpt", "tats"])
+@pytest.mark.parametrize("name", ["mcvd", "predbench-jit", "predbench-400", "videogpt", "tats"])
 def test_4k_clips_reach_the_detector_at_224_after_a_frame_at_a_time(name):
     # What a 4K clip costs is read off what the detector and the per-frame steps receive, not timed or measured:
     # the I3D gets the call a 224x224 clip gets; the reference's resize gets one 4K frame at a time, and each is a
@@ -260,6 +260,9 @@ def test_predbench_matches_its_feature_extractor(t):
         v = padded
     v = v.repeat(1, 3, 1, 1, 1)
     torch.testing.assert_close(FVD_CONVENTIONS["predbench-jit"].prepare(clips), v, rtol=0, atol=1e-6)
+    # its default detector, i3d_400: the same input to VideoGPT's network, called as `self.extractor(videos)`
+    torch.testing.assert_close(FVD_CONVENTIONS["predbench-400"].prepare(clips), v, rtol=0, atol=1e-6)
+    assert FVD_CONVENTIONS["predbench-400"].detect(lambda x: x.mean(dim=(2, 3, 4)), v).shape == (2, 3)
 
 
 def _videogpt_data_preprocess(video, resolution):

@@ -5,7 +5,7 @@ One number per run and convention, not per step. Each convention reproduces one 
 reference uses: StyleGAN-V's TorchScript port of the tf.hub I3D (`i3d_torchscript.pt`, called as
 `detector(x, rescale=, resize=, return_features=True)` -> [B, 400] logits) for stylegan-v, mcvd and predbench-jit;
 VideoGPT's PyTorch InceptionI3d with `i3d_pretrained_400.pt` (vpbench.metrics.i3d, `detector(x)` -> [B, 400]
-logits averaged over time) for videogpt and tats. Features are extracted a few clips at a time, and the
+logits averaged over time) for videogpt, tats and predbench-400. Features are extracted a few clips at a time, and the
 preprocessing runs a few frames at a time, so a 4K clip costs one frame's copy at its own size on top of the
 224x224 clip the I3D sees (the stylegan-v file resizes inside the detector: there one clip per call goes in at
 its own size, as uint8). Their statistics are summed in float64 over batches and ranks (frechet.GaussianSums).
@@ -17,6 +17,7 @@ distributions, so no sample can be chosen per sequence by it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -197,10 +198,16 @@ MCVD = FvdConvention(
 PREDBENCH = FvdConvention(
     "predbench-jit", "PredBench predbench/evaluation/perception_metrics/fvd/fvd.py FVDFeatureExtractor("
     "i3d_type='i3d_jit') and perception_metrics.py process() (norm_01: x*2-1; predicted frames only; "
-    "clips under 10 frames zero-padded). Its default i3d_400 (the same InceptionI3d and file as videogpt) is "
-    "not reproduced",
+    "clips under 10 frames zero-padded)",
     frames="prediction", resize="stretch to 224x224", value_range="[-1, 1] float, zero padding",
     min_frames=10, pad=True, reference_clips=None, frame_input=predbench_frames)
+PREDBENCH_400 = dataclasses.replace(
+    PREDBENCH, name="predbench-400", detector=PYTORCH,
+    source="PredBench predbench/evaluation/perception_metrics/fvd/fvd.py FVDFeatureExtractor(i3d_type='i3d_400', "
+    "its default and PerceptionMetrics' fvd_detector default: its i3d_pytorch.py InceptionI3d, VideoGPT's network), "
+    "the same preprocessing as predbench-jit. Its pre_download/i3d/convert_tf_pretrained.py converts the tf.hub "
+    "weights with VideoGPT's name mapping but pickles the whole module, which its own load_state_dict() cannot "
+    "take: the weights read here are VideoGPT's state dict of the same conversion")
 VIDEOGPT = FvdConvention(
     "videogpt", "VideoGPT scripts/compute_fvd.py eval_fvd() (whole sampled videos, conditioning frames "
     "included; 256 clips per trial), videogpt/fvd/fvd.py preprocess()/get_logits(), data.py preprocess(), "
@@ -214,7 +221,8 @@ TATS = FvdConvention(
     "i3d_pretrained_400.pt; its real clips come from the training split, ours are the test ground truth)",
     frames="context+prediction", resize="stretch to 224x224", value_range="uint8 (truncated), then [-1, 1] float",
     min_frames=I3D_MIN_FRAMES, pad=False, reference_clips=2048, frame_input=tats_frames, detector=PYTORCH)
-FVD_CONVENTIONS: dict[str, FvdConvention] = {c.name: c for c in (STYLEGAN_V, MCVD, PREDBENCH, VIDEOGPT, TATS)}
+FVD_CONVENTIONS: dict[str, FvdConvention] = {c.name: c for c in (STYLEGAN_V, MCVD, PREDBENCH, PREDBENCH_400, VIDEOGPT,
+                                                                 TATS)}
 FVD_ALIASES = {"predbench": "predbench-jit", "fvd-comparison": "stylegan-v"}
 DETECTORS: dict[str, I3dDetector] = {d.weights.key: d for d in (TORCHSCRIPT, PYTORCH)}
 

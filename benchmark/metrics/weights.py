@@ -198,7 +198,7 @@ def _i3d_state_dict_check(path: Path, sha256: str) -> Check:
 
 
 I3D_PYTORCH = WeightFile(
-    key="i3d-pytorch", used_for="FVD videogpt and tats (VideoGPT's i3d_pretrained_400.pt: the tf.hub I3D's "
+    key="i3d-pytorch", used_for="FVD videogpt, tats, predbench-400 (VideoGPT's i3d_pretrained_400.pt: the tf.hub I3D's "
     "Kinetics-400 weights as a state dict of its PyTorch InceptionI3d)",
     filename="i3d_pretrained_400.pt",
     url=f"https://github.com/SongweiGe/TATS/raw/{_TATS_COMMIT}/tats/fvd/i3d_pretrained_400.pt",
