@@ -158,8 +158,8 @@ I3dWeightsOpt = typer.Option(None, "--i3d-weights", help="StyleGAN-V's i3d_torch
                              "predbench-jit; default: VPBENCH_I3D_WEIGHTS. No checksum is published: the file used "
                              "is recorded with its sha256.")
 I3dPytorchWeightsOpt = typer.Option(None, "--i3d-pytorch-weights", help="VideoGPT's i3d_pretrained_400.pt for FVD "
-                                    "videogpt, tats, predbench-400; default: VPBENCH_I3D_PYTORCH_WEIGHTS, then TORCH_HOME's cache "
-                                    "(used from there only if it is the file TATS commits).")
+                                    "videogpt, tats, predbench-400; default: VPBENCH_I3D_PYTORCH_WEIGHTS, then "
+                                    "TORCH_HOME's cache (used from there only if it is the file TATS commits).")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Evaluate these weights instead of training (run, eval).")
 LpipsWeightsOpt = typer.Option(None, "--lpips-weights", help="AlexNet state dict for LPIPS, used even if its checksum "
                                "is not torchvision's (recorded); default: VPBENCH_LPIPS_WEIGHTS, then TORCH_HOME's cache.")
