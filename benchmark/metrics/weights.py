@@ -167,7 +167,8 @@ def _torchscript_check(path: Path, sha256: str) -> Check:
 
 
 I3D_TORCHSCRIPT = WeightFile(
-    key="i3d-torchscript", used_for="FVD (StyleGAN-V's TorchScript port of the tf.hub I3D, Kinetics-400)",
+    key="i3d-torchscript",
+    used_for="FVD stylegan-v, mcvd, predbench-jit (StyleGAN-V's TorchScript port of the tf.hub I3D, Kinetics-400)",
     filename="i3d_torchscript.pt", url="https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt",
     published="none published (StyleGAN-V, fvd-comparison, MCVD and PredBench give only the URL)",
     url_query="?dl=1", flag="--i3d-weights", env="VPBENCH_I3D_WEIGHTS", checker=_torchscript_check,
