@@ -176,27 +176,33 @@ def _recording_detector(seen: list) -> callable:
 def test_4k_clips_reach_the_detector_at_224_after_a_frame_at_a_time(name):
     # What a 4K clip costs is read off what the detector and the per-frame steps receive, not timed or measured:
     # the I3D gets the call a 224x224 clip gets; the reference's resize gets one 4K frame at a time, and each is a
-    # view of the evaluation's own tensors (stride 0 here), so no clip was copied whole at 4K (context and
-    # prediction are joined after the resize).
+    # view of the evaluation's own tensors, so no clip was copied whole at 4K (context and prediction are joined
+    # after the resize; one sample of several is not flattened into a copy).
     convention = FVD_CONVENTIONS[name]
     frames_seen = []
 
     def frame_input(frames):
-        frames_seen.append((tuple(frames.shape), set(frames.stride())))
+        frames_seen.append((tuple(frames.shape), frames.untyped_storage().data_ptr()))
         return convention.frame_input(frames)
 
     seen = []
     sums = FvdSums(dataclasses.replace(convention, frame_input=frame_input), _recording_detector(seen), {}, CPU)
     clips = torch.rand(1, 1, 1, 1, 1).expand(2, 10, 1, 2160, 3840)  # 2 grey 4K clips without 660 MB of memory
     sums.add(clips[:, :5], clips[:, None, 5:], clips[:, 5:], samples=1)  # ground truth, then the prediction
+    owner = clips.untyped_storage().data_ptr()
     per_clip = 10 if convention.frames == "context+prediction" else 5
-    assert frames_seen == [((1, 1, 2160, 3840), {0})] * (2 * 2 * per_clip)
+    assert frames_seen == [((1, 1, 2160, 3840), owner)] * (2 * 2 * per_clip)
     small = []
     features(_recording_detector(small), convention, torch.rand(2, per_clip, 1, 64, 64))
     assert seen == small * 2 == [((2, 3, 10, 224, 224), torch.float32)] * 2  # as for 64x64 clips
     seen.clear()
     features(_recording_detector(seen), convention, torch.rand(9, 10, 1, 64, 64))
     assert [shape for shape, _ in seen] == [(6, 3, 10, 224, 224), (3, 3, 10, 224, 224)]  # a few clips per call
+    frames_seen.clear()
+    context, target, samples = torch.rand(3, 5, 1, 64, 64), torch.rand(3, 5, 1, 64, 64), torch.rand(3, 2, 5, 1, 64, 64)
+    sums.add(context, samples, target, samples=2)
+    owners = {t.untyped_storage().data_ptr() for t in (context, target, samples)}
+    assert len(frames_seen) == 3 * (per_clip // 5) * 3 and {ptr for _, ptr in frames_seen} <= owners
 
 
 def test_stylegan_v_hands_the_detector_one_clip_at_its_own_size():

@@ -76,7 +76,7 @@ class FvdConvention:
     resize: Resize
     value_range: str  # what the detector is given
     min_frames: int  # shorter clips are padded (pad) or refused
-    pad: bool  # zero-pad clips shorter than the detector's minimum (PredBench), else refuse them
+    pad: bool  # zero-pad clips shorter than min_frames (PredBench), else refuse them
     reference_clips: int | None  # how many clips the reference scores (None: the whole test set, or not stated)
     frame_input: Callable[[Tensor], Tensor] = field(repr=False, compare=False)  # the reference's per-frame steps
     detector: I3dDetector = TORCHSCRIPT
@@ -117,11 +117,11 @@ class FvdConvention:
         return x.repeat(1, 3, 1, 1, 1) if x.shape[1] == 1 else x
 
     def _each_frame(self, clips: Tensor) -> Tensor:
+        # A few frames at a time, as views of each clip: at 4K a frame's float copy is 100 MB and a clip's T times
+        # that (flattening [B, T] would copy the batch whenever the clips are one sample of several).
         b, t = clips.shape[:2]
-        frames = clips.flatten(0, 1)
-        # A few frames at a time: at 4K a frame's float copy is 100 MB and a clip's is T times that.
-        step = max(1, VALUES_PER_FORWARD // frames[0].numel())
-        x = torch.cat([self.frame_input(part) for part in frames.split(step)])
+        step = max(1, VALUES_PER_FORWARD // clips[0, 0].numel())
+        x = torch.cat([self.frame_input(part) for clip in clips for part in clip.split(step)])
         return x.view(b, t, *x.shape[1:])
 
     def detect(self, detector: Callable[..., Tensor], x: Tensor) -> Tensor:
