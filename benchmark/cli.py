@@ -151,10 +151,15 @@ ConventionOpt = typer.Option(None, "--convention", help="Also score in these ref
                              "vpbench,cwvae: openstl, stip, cwvae (= htsrm); vpbench's own are always the main "
                              "columns. Stored apart (eval.conventions) and printed as labelled columns.")
 FvdOpt = typer.Option(None, "--fvd", help="Also measure FVD in these conventions, e.g. stylegan-v,mcvd: stylegan-v "
-                      "(= fvd-comparison), mcvd, predbench-jit (= predbench). Needs the I3D file (see `bench weights`); "
-                      "without it the result says FVD was not measured and where the file goes.")
-I3dWeightsOpt = typer.Option(None, "--i3d-weights", help="StyleGAN-V's i3d_torchscript.pt for FVD; default: "
-                             "VPBENCH_I3D_WEIGHTS. No checksum is published: the file used is recorded with its sha256.")
+                      "(= fvd-comparison), mcvd, predbench-jit (= predbench) read i3d_torchscript.pt; videogpt, tats, "
+                      "predbench-400 read i3d_pretrained_400.pt (see `bench weights`); without the file the result "
+                      "says FVD was not measured and where the file goes.")
+I3dWeightsOpt = typer.Option(None, "--i3d-weights", help="StyleGAN-V's i3d_torchscript.pt for FVD stylegan-v, mcvd, "
+                             "predbench-jit; default: VPBENCH_I3D_WEIGHTS. No checksum is published: the file used "
+                             "is recorded with its sha256.")
+I3dPytorchWeightsOpt = typer.Option(None, "--i3d-pytorch-weights", help="VideoGPT's i3d_pretrained_400.pt for FVD "
+                                    "videogpt, tats, predbench-400; default: VPBENCH_I3D_PYTORCH_WEIGHTS, then "
+                                    "TORCH_HOME's cache (used from there only if it is the file TATS commits).")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Evaluate these weights instead of training (run, eval).")
 LpipsWeightsOpt = typer.Option(None, "--lpips-weights", help="AlexNet state dict for LPIPS, used even if its checksum "
                                "is not torchvision's (recorded); default: VPBENCH_LPIPS_WEIGHTS, then TORCH_HOME's cache.")
@@ -182,7 +187,8 @@ def _register(mode: str) -> None:
                 checkpoint: Optional[Path] = CheckpointOpt, lpips_weights: Optional[Path] = LpipsWeightsOpt,
                 yolo_weights: Optional[str] = YoloWeightsOpt, nproc: int = NprocOpt,
                 convention: Optional[str] = ConventionOpt, fvd: Optional[str] = FvdOpt,
-                i3d_weights: Optional[Path] = I3dWeightsOpt, log: Optional[List[str]] = LogOpt,
+                i3d_weights: Optional[Path] = I3dWeightsOpt,
+                i3d_pytorch_weights: Optional[Path] = I3dPytorchWeightsOpt, log: Optional[List[str]] = LogOpt,
                 quiet: bool = QuietOpt, no_wait: bool = NoWaitOpt) -> None:
         from .progress import progress_style
 
@@ -191,8 +197,9 @@ def _register(mode: str) -> None:
             from .launch import launch
 
             raise typer.Exit(launch(nproc, sys.argv[1:]))
-        if i3d_weights is not None and not fvd:
-            raise UserError("--i3d-weights is read only for FVD: add --fvd CONVENTION (e.g. --fvd stylegan-v)")
+        for flag, named in (("--i3d-weights", i3d_weights), ("--i3d-pytorch-weights", i3d_pytorch_weights)):
+            if named is not None and not fvd:
+                raise UserError(f"{flag} is read only for FVD: add --fvd CONVENTION (e.g. --fvd stylegan-v)")
         if mode == "train" and checkpoint is not None:
             raise UserError("--checkpoint is for `bench eval` and `bench run`: training starts from the run's own state")
         results = _execute(mode, models, dataset, protocol, set_, config, plugin, context, horizon, out, force,
@@ -202,7 +209,8 @@ def _register(mode: str) -> None:
                                           progress=style, wait=not no_wait),
                            scoring=dict(lpips_weights=lpips_weights, yolo_weights=yolo_weights,
                                         conventions=tuple(_split_names(convention or "")),
-                                        fvd=tuple(_split_names(fvd or "")), i3d_weights=i3d_weights),
+                                        fvd=tuple(_split_names(fvd or "")), i3d_weights=i3d_weights,
+                                        i3d_pytorch_weights=i3d_pytorch_weights),
                            log=tuple(dict.fromkeys(n for item in log or [] for n in _split_names(item))))
         from .distributed import current, shutdown
 
@@ -286,12 +294,13 @@ class WeightsAction(str, Enum):
 
 @app.command()
 def weights(action: WeightsAction = typer.Argument(WeightsAction.show, help="show (default) or fetch."),
-            only: Optional[List[str]] = typer.Option(None, "--only", help="lpips-alexnet, lpips-linear, yolo or i3d-torchscript "
-                                                     "(repeatable); default: all."),
+            only: Optional[List[str]] = typer.Option(None, "--only", help="lpips-alexnet, lpips-linear, yolo, "
+                                                     "i3d-torchscript or i3d-pytorch (repeatable); default: all."),
             lpips_weights: Optional[Path] = LpipsWeightsOpt, yolo_weights: Optional[str] = YoloWeightsOpt,
-            i3d_weights: Optional[Path] = I3dWeightsOpt, mirror: Optional[str] = typer.Option(None, "--from", help="fetch: base URL to download from instead of "
+            i3d_weights: Optional[Path] = I3dWeightsOpt, i3d_pytorch_weights: Optional[Path] = I3dPytorchWeightsOpt,
+            mirror: Optional[str] = typer.Option(None, "--from", help="fetch: base URL to download from instead of "
                                                  "the official one (e.g. file:///media/weights).")) -> None:
-    """Where each weight file (LPIPS backbone, YOLO, FVD's I3D) is looked for, whether it is there and valid; `fetch`
+    """Where each weight file (LPIPS backbone, YOLO, FVD's I3Ds) is looked for, whether it is there and valid; `fetch`
     downloads the missing ones (on a machine with internet)."""
     from .metrics.weights import ENTRIES, fetch, status_lines
 
@@ -303,7 +312,8 @@ def weights(action: WeightsAction = typer.Argument(WeightsAction.show, help="sho
         names = {"yolo": Path(yolo_weights).name} if yolo_weights else {}
         print("\n".join(fetch(keys, names, mirror)))
         return
-    given = {"lpips-alexnet": lpips_weights, "yolo": yolo_weights, "i3d-torchscript": i3d_weights}
+    given = {"lpips-alexnet": lpips_weights, "yolo": yolo_weights, "i3d-torchscript": i3d_weights,
+             "i3d-pytorch": i3d_pytorch_weights}
     print("\n".join(status_lines(given, keys)).rstrip())
 
 

@@ -25,7 +25,7 @@ from .errors import UserError
 from .evaluation import evaluate, rank_share
 from .foreign import Checkpoint, configure, describe, load_into, load_weights, read_checkpoint
 from .metrics.conventions import CONVENTIONS, Convention, resolve_conventions
-from .metrics.fvd import resolve_fvd_conventions
+from .metrics.fvd import DETECTORS, check_named_files, resolve_fvd_conventions
 from .metrics.suite import MetricSuite
 from .predictor import (Predictor, ResolvedConfig, check_shared_keys, predictor_overrides, reads_training_split,
                         resolve_config)
@@ -71,6 +71,7 @@ class ScoringSettings:
     conventions: tuple[str, ...] = ()  # reference metric conventions scored besides vpbench's (metrics/conventions.py)
     fvd: tuple[str, ...] = ()  # FVD conventions (metrics/fvd.py); none: FVD is not measured
     i3d_weights: Path | None = None  # None: VPBENCH_I3D_WEIGHTS (a file at the default location is never verified)
+    i3d_pytorch_weights: Path | None = None  # None: VPBENCH_I3D_PYTORCH_WEIGHTS, else TORCH_HOME's cache if verified
     evaluation: EvalConfig = field(default_factory=EvalConfig)  # `--set eval.*`
 
 
@@ -114,7 +115,7 @@ def run_models(models: list[str], dataset_name: str, protocol: str | None, overr
     # Weights are found and checked before any training, so a mistyped --lpips-weights fails at once.
     scoring = settings.scoring
     metric_suite = None if mode == "train" else MetricSuite(scoring.lpips_weights, scoring.yolo_weights,
-                                                            scoring.fvd, scoring.i3d_weights)
+                                                            scoring.fvd, _named_i3d_files(scoring))
     results = [_run_one(resolved, given, dataset, settings, runtime, mode, metric_suite) for resolved, given in configs]
     return [{} if result is None else result.to_dict() for result in results]
 
@@ -127,7 +128,11 @@ def _check_asked(classes: list[type[Predictor]], settings: RunSettings) -> None:
     if asked.checkpoint is not None and not asked.checkpoint.is_file():
         raise UserError(f"checkpoint file not found: {asked.checkpoint}")
     resolve_conventions(settings.scoring.conventions)  # an unknown name fails before any work
-    resolve_fvd_conventions(settings.scoring.fvd)
+    check_named_files(resolve_fvd_conventions(settings.scoring.fvd), _named_i3d_files(settings.scoring))
+
+
+def _named_i3d_files(scoring: ScoringSettings) -> dict[str, Path | None]:
+    return {"i3d-torchscript": scoring.i3d_weights, "i3d-pytorch": scoring.i3d_pytorch_weights}
 
 
 def _precision(asked: IdentitySettings, runtime: Runtime) -> Precision:
@@ -261,8 +266,9 @@ def _train_and_score(run: RunDir, identity: Identity, resolved: ResolvedConfig, 
         evaluation.fvd = {**kept.eval.fvd, **(evaluation.fvd or {})}
         for name in evaluation.fvd:
             evaluation.not_measured.pop(f"fvd@{name}", None)
-        if "i3d-torchscript" in (kept.eval.weights or {}):  # the file those numbers came from, with their mark
-            evaluation.weights = {"i3d-torchscript": kept.eval.weights["i3d-torchscript"], **(evaluation.weights or {})}
+        # the files those numbers came from, with their marks
+        detectors = {key: record for key, record in (kept.eval.weights or {}).items() if key in DETECTORS}
+        evaluation.weights = {**detectors, **(evaluation.weights or {})}
     # Timed on rank 0 alone, so that no other process shares its device (or its CPU cores) meanwhile.
     costs = _measure_costs(model, test, runtime, execution) if world.is_main else Costs({})
     distributed.barrier(patient=True)

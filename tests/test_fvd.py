@@ -1,8 +1,11 @@
 """FVD: the Frechet distance against closed forms and scipy, each convention's preprocessing against the
 reference's own lines re-implemented here, and the pipeline with a TorchScript detector this file writes (the
-real i3d_torchscript.pt cannot be downloaded here; the fake has its call signature and output shape)."""
+real i3d_torchscript.pt cannot be downloaded here; the fake has its call signature and output shape) and with
+VideoGPT's InceptionI3d loaded from a state dict of i3d_pretrained_400.pt's layout with random values
+(tests/test_i3d.py checks that network against VideoGPT's own)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_bench
+from test_i3d import write_state_dict
 from vpbench.errors import UserError
 from vpbench.metrics import weights
 from vpbench.metrics.frechet import GaussianSums, frechet_distance, trace_sqrt_product
-from vpbench.metrics.fvd import (FVD_CONVENTIONS, FvdSums, features, mcvd_input, predbench_input,
-                                 resolve_fvd_conventions, stylegan_v_input)
+from vpbench.metrics.fvd import FVD_CONVENTIONS, FvdSums, check_named_files, features, resolve_fvd_conventions
 
 CPU = torch.device("cpu")
 
@@ -161,21 +164,54 @@ def test_samples_are_pooled_and_their_mean_taken_as_mcvd_does(detector_file):
     assert out["fvd_sample_mean"] == pytest.approx(np.mean(per_sample), rel=1e-6)
 
 
-def test_4k_clips_reach_the_detector_at_224_in_a_few_clips_per_call():
-    seen = []
-
-    def detector(x, rescale, resize, return_features):
-        seen.append(tuple(x.shape))
+def _recording_detector(seen: list) -> callable:
+    def detector(x, rescale=False, resize=False, return_features=False):
+        seen.append((tuple(x.shape), x.dtype))
         return torch.zeros(x.shape[0], 400)
 
+    return detector
+
+
+@pytest.mark.parametrize("name", ["mcvd", "predbench-jit", "predbench-400", "videogpt", "tats"])
+def test_4k_clips_reach_the_detector_at_224_after_a_frame_at_a_time(name):
+    # What a 4K clip costs is read off what the detector and the per-frame steps receive, not timed or measured:
+    # the I3D gets the call a 224x224 clip gets; the reference's resize gets one 4K frame at a time, and each is a
+    # view of the evaluation's own tensors, so no clip was copied whole at 4K (context and prediction are joined
+    # after the resize; one sample of several is not flattened into a copy).
+    convention = FVD_CONVENTIONS[name]
+    frames_seen = []
+
+    def frame_input(frames):
+        frames_seen.append((tuple(frames.shape), frames.untyped_storage().data_ptr()))
+        return convention.frame_input(frames)
+
+    seen = []
+    sums = FvdSums(dataclasses.replace(convention, frame_input=frame_input), _recording_detector(seen), {}, CPU)
     clips = torch.rand(1, 1, 1, 1, 1).expand(2, 10, 1, 2160, 3840)  # 2 grey 4K clips without 660 MB of memory
-    for name in ("mcvd", "predbench-jit"):
-        seen.clear()
-        features(detector, FVD_CONVENTIONS[name], clips)
-        assert seen == [(1, 3, 10, 224, 224)] * 2  # one 4K clip at a time, each resized first
+    sums.add(clips[:, :5], clips[:, None, 5:], clips[:, 5:], samples=1)  # ground truth, then the prediction
+    owner = clips.untyped_storage().data_ptr()
+    per_clip = 10 if convention.frames == "context+prediction" else 5
+    assert frames_seen == [((1, 1, 2160, 3840), owner)] * (2 * 2 * per_clip)
+    small = []
+    features(_recording_detector(small), convention, torch.rand(2, per_clip, 1, 64, 64))
+    assert seen == small * 2 == [((2, 3, 10, 224, 224), torch.float32)] * 2  # as for 64x64 clips
     seen.clear()
-    features(detector, FVD_CONVENTIONS["mcvd"], torch.rand(9, 10, 1, 64, 64))
-    assert seen == [(6, 3, 10, 224, 224), (3, 3, 10, 224, 224)]  # small clips: a few per call
+    features(_recording_detector(seen), convention, torch.rand(9, 10, 1, 64, 64))
+    assert [shape for shape, _ in seen] == [(6, 3, 10, 224, 224), (3, 3, 10, 224, 224)]  # a few clips per call
+    frames_seen.clear()
+    context, target, samples = torch.rand(3, 5, 1, 64, 64), torch.rand(3, 5, 1, 64, 64), torch.rand(3, 2, 5, 1, 64, 64)
+    sums.add(context, samples, target, samples=2)
+    owners = {t.untyped_storage().data_ptr() for t in (context, target, samples)}
+    assert len(frames_seen) == 3 * (per_clip // 5) * 3 and {ptr for _, ptr in frames_seen} <= owners
+
+
+def test_stylegan_v_hands_the_detector_one_clip_at_its_own_size():
+    # Its detector resizes (resize=True) with code inside i3d_torchscript.pt that vpbench cannot reproduce
+    # outside it: large clips go in one per call, as uint8 (a quarter of a float copy)
+    seen = []
+    clips = torch.rand(1, 1, 1, 1, 1).expand(2, 10, 1, 1080, 1920)
+    features(_recording_detector(seen), FVD_CONVENTIONS["stylegan-v"], clips)
+    assert seen == [((1, 3, 10, 1080, 1920), torch.uint8)] * 2
 
 
 # ----------------------------------------------------- each convention against its reference's own lines
@@ -189,7 +225,7 @@ def test_stylegan_v_quantises_as_its_generator_loop():
     img = img.view(2, 12, 1, 16, 24).permute(0, 2, 1, 3, 4).contiguous()
     img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     img = img.repeat([1, 3, 1, 1, 1])
-    ours = stylegan_v_input(clips)
+    ours = FVD_CONVENTIONS["stylegan-v"].prepare(clips)
     assert ours.dtype == torch.uint8 and torch.equal(ours, img)
     assert FVD_CONVENTIONS["stylegan-v"].rescale_in_detector  # detector_kwargs rescale=True, resize=True
 
@@ -210,7 +246,7 @@ def test_mcvd_matches_preprocess_single(size):
         w_start, h_start = (ww - 224) // 2, (hh - 224) // 2
         x = x[:, :, h_start:h_start + 224, w_start:w_start + 224]
         expected.append(((x - 0.5) * 2).contiguous())
-    torch.testing.assert_close(mcvd_input(clips), torch.stack(expected), rtol=0, atol=1e-6)
+    torch.testing.assert_close(FVD_CONVENTIONS["mcvd"].prepare(clips), torch.stack(expected), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("t", [10, 5])
@@ -229,7 +265,72 @@ def test_predbench_matches_its_feature_extractor(t):
         padded[:, :, 0:t] = v
         v = padded
     v = v.repeat(1, 3, 1, 1, 1)
-    torch.testing.assert_close(predbench_input(clips), v, rtol=0, atol=1e-6)
+    torch.testing.assert_close(FVD_CONVENTIONS["predbench-jit"].prepare(clips), v, rtol=0, atol=1e-6)
+    # its default detector, i3d_400: the same input to VideoGPT's network, called as `self.extractor(videos)`
+    torch.testing.assert_close(FVD_CONVENTIONS["predbench-400"].prepare(clips), v, rtol=0, atol=1e-6)
+    assert FVD_CONVENTIONS["predbench-400"].detect(lambda x: x.mean(dim=(2, 3, 4)), v).shape == (2, 3)
+
+
+def _videogpt_data_preprocess(video, resolution):
+    # VideoGPT videogpt/data.py preprocess(video THWC uint8, resolution), line by line
+    video = video.permute(0, 3, 1, 2).float() / 255.
+    t, c, h, w = video.shape
+    scale = resolution / min(h, w)
+    if h < w:
+        target_size = (resolution, math.ceil(w * scale))
+    else:
+        target_size = (math.ceil(h * scale), resolution)
+    video = F.interpolate(video, size=target_size, mode='bilinear', align_corners=False)
+    t, c, h, w = video.shape
+    w_start = (w - resolution) // 2
+    h_start = (h - resolution) // 2
+    video = video[:, :, h_start:h_start + resolution, w_start:w_start + resolution]
+    video = video.permute(1, 0, 2, 3).contiguous()
+    video -= 0.5
+    return video
+
+
+@pytest.mark.parametrize("size", [(64, 64), (48, 80), (90, 50)])
+def test_videogpt_matches_its_compute_fvd(size):
+    # scripts/compute_fvd.py eval_fvd(): fake.permute(0, 2, 3, 4, 1).cpu().numpy() (BCTHW -> BTHWC), then
+    # (fake * 255).astype('uint8'); videogpt/fvd/fvd.py preprocess(): torch.from_numpy, data.preprocess per video
+    # (resolution 224), stacked, * 2. VideoGPT's frames are RGB; a grey clip is repeated to 3 channels first
+    h, w = size
+    clips = _clips(2, 12, 1, h, w, 8)
+    clips[0, 0, 0, :4, :4] = torch.tensor([0.0, 1.0, 1 / 255, 254.9999 / 255])  # the ends, and truncation
+    rgb = clips.repeat(1, 1, 3, 1, 1)
+    videos = (rgb.permute(0, 1, 3, 4, 2).numpy() * 255).astype('uint8')  # BTHWC
+    videos = torch.from_numpy(videos)
+    expected = torch.stack([_videogpt_data_preprocess(video, 224) for video in videos]) * 2
+    ours = FVD_CONVENTIONS["videogpt"].prepare(clips)
+    assert ours.shape == (2, 3, 12, 224, 224)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+    assert FVD_CONVENTIONS["videogpt"].detect(lambda x: x.mean(dim=(2, 3, 4)), ours).shape == (2, 3)  # i3d(batch)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (48, 80)])
+def test_tats_matches_its_sample_script(size):
+    # scripts/sample_vqgan_transformer_short_videos.py: all_data_np (BCTHW) transposed to BTHWC,
+    # (all_data_np * 255).astype(np.uint8); tats/fvd/fvd.py preprocess(videos, (224, 224)), line by line
+    h, w = size
+    clips = _clips(2, 12, 3, h, w, 9)
+    videos = (clips.permute(0, 1, 3, 4, 2).numpy() * 255).astype(np.uint8)
+    b, t, hh, ww, c = videos.shape
+    all_frames = torch.FloatTensor(videos).flatten(end_dim=1)
+    all_frames = all_frames.permute(0, 3, 1, 2).contiguous()
+    resized_videos = F.interpolate(all_frames, size=(224, 224), mode='bilinear', align_corners=False)
+    resized_videos = resized_videos.view(b, t, c, 224, 224)
+    output_videos = resized_videos.transpose(1, 2).contiguous()
+    scaled_videos = 2. * output_videos / 255. - 1
+    torch.testing.assert_close(FVD_CONVENTIONS["tats"].prepare(clips), scaled_videos, rtol=0, atol=1e-6)
+
+
+def test_videogpt_and_tats_differ_only_off_the_square():
+    # TATS stretches to 224x224 where VideoGPT crops the centre: the same input on square frames, not otherwise
+    square, wide = _clips(1, 10, 3, 64, 64, 10), _clips(1, 10, 3, 48, 80, 10)
+    videogpt, tats = FVD_CONVENTIONS["videogpt"], FVD_CONVENTIONS["tats"]
+    torch.testing.assert_close(videogpt.prepare(square), tats.prepare(square), rtol=0, atol=1e-5)
+    assert (videogpt.prepare(wide) - tats.prepare(wide)).abs().max() > 0.1
 
 
 def test_conventions_differ_in_the_frames_they_take_and_short_clips():
@@ -239,13 +340,22 @@ def test_conventions_differ_in_the_frames_they_take_and_short_clips():
     assert FVD_CONVENTIONS["predbench-jit"].problem(short) is None  # padded to 10
     assert "shorter than the 10" in FVD_CONVENTIONS["mcvd"].problem(short)
     assert FVD_CONVENTIONS["mcvd"].clip_frames(short) == 7 and FVD_CONVENTIONS["predbench-jit"].clip_frames(short) == 5
+    # VideoGPT's I3D takes 9 frames at the fewest (tests/test_i3d.py); sjtu4k's 4 -> 4 clips are too short
+    assert FVD_CONVENTIONS["videogpt"].problem(VideoSpec(3, 64, 64, 5, 4)) is None
+    assert "shorter than the 9" in FVD_CONVENTIONS["tats"].problem(VideoSpec(3, 2176, 4096, 4, 4))
 
 
 def test_unknown_fvd_convention_is_a_user_error():
     assert [c.name for c in resolve_fvd_conventions(["PredBench", "fvd-comparison", "mcvd"])] == \
         ["predbench-jit", "stylegan-v", "mcvd"]
-    with pytest.raises(UserError, match="unknown FVD convention 'tats'"):
-        resolve_fvd_conventions(["tats"])
+    with pytest.raises(UserError, match="unknown FVD convention 'fvd-tf'"):
+        resolve_fvd_conventions(["fvd-tf"])
+    # a file named with the other detector's flag is a mix-up, said in one line
+    with pytest.raises(UserError, match=r"--i3d-weights names i3d_torchscript.pt, which --fvd videogpt does not read "
+                                        r"\(it is for stylegan-v, mcvd, predbench-jit\); i3d_pretrained_400.pt is "
+                                        r"named by --i3d-pytorch-weights"):
+        check_named_files(resolve_fvd_conventions(["videogpt"]), {"i3d-torchscript": "x.pt", "i3d-pytorch": None})
+    check_named_files(resolve_fvd_conventions(["videogpt", "mcvd"]), {"i3d-torchscript": "x.pt", "i3d-pytorch": "y.pt"})
 
 
 # ------------------------------------------------------------------------------------------ the commands
@@ -260,21 +370,31 @@ def _result(root: Path) -> dict:
 
 
 def test_without_the_i3d_file_fvd_is_not_measured_and_says_where_it_goes(tmp_path):
-    env = {"TORCH_HOME": str(tmp_path / "empty"), "VPBENCH_I3D_WEIGHTS": ""}
-    out = run_bench("run", *COMMON, "--fvd", "stylegan-v", "--out", "R", cwd=tmp_path, env=env).stdout
+    env = {"TORCH_HOME": str(tmp_path / "empty"), "VPBENCH_I3D_WEIGHTS": "", "VPBENCH_I3D_PYTORCH_WEIGHTS": ""}
+    out = run_bench("run", *COMMON, "--fvd", "stylegan-v,videogpt", "--out", "R", cwd=tmp_path, env=env).stdout
     result = _result(tmp_path / "R")
-    reason = result["eval"]["not_measured"]["fvd@stylegan-v"]
     where = str(tmp_path / "empty" / "hub" / "checkpoints")
-    assert "weights missing" in reason and "i3d_torchscript.pt" in reason and where in reason
-    assert "fvd" not in result["eval"]
-    assert "FVD↓ mean (stylegan-v)" in out and "FVD (stylegan-v) not measured: weights missing" in out and where in out
-    shown = run_bench("weights", "--only", "i3d-torchscript", cwd=tmp_path, env=env).stdout
+    for name, file, flag in (("stylegan-v", "i3d_torchscript.pt", "--i3d-weights"),
+                             ("videogpt", "i3d_pretrained_400.pt", "--i3d-pytorch-weights")):
+        reason = result["eval"]["not_measured"][f"fvd@{name}"]
+        assert "weights missing" in reason and file in reason and where in reason and flag in reason
+        assert f"FVD↓ mean ({name})" in out and f"FVD ({name}) not measured: weights missing" in out
+    assert "fvd" not in result["eval"] and where in out
+    shown = run_bench("weights", "--only", "i3d-torchscript", "--only", "i3d-pytorch", cwd=tmp_path, env=env).stdout
     assert "i3d_torchscript.pt" in shown and "sha256:    none published" in shown and "--i3d-weights" in shown
-    bad = run_bench("run", *COMMON, "--fvd", "tats", cwd=tmp_path, env=env, check=False)
+    assert "i3d_pretrained_400.pt" in shown and "git blob id a867b87ac3a9097d200598b1d48a1b890d8ec744" in shown
+    assert "--i3d-pytorch-weights" in shown and "github.com/SongweiGe/TATS/raw/1aa93e1" in shown
+    bad = run_bench("run", *COMMON, "--fvd", "fvd-tf", cwd=tmp_path, env=env, check=False)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: unknown FVD convention")
     assert "Traceback" not in bad.stderr and not (tmp_path / "runs").exists()
     alone = run_bench("run", *COMMON, "--i3d-weights", "i3d.pt", cwd=tmp_path, env=env, check=False)
     assert alone.returncode == 2 and alone.stderr.strip().startswith("error: --i3d-weights is read only for FVD")
+    alone = run_bench("run", *COMMON, "--i3d-pytorch-weights", "i3d.pt", cwd=tmp_path, env=env, check=False)
+    assert alone.returncode == 2 and alone.stderr.strip().startswith("error: --i3d-pytorch-weights is read only")
+    mixed = run_bench("run", *COMMON, "--fvd", "videogpt", "--i3d-weights", "i3d.pt", cwd=tmp_path, env=env,
+                      check=False)
+    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr
+    assert mixed.stderr.strip().startswith("error: --i3d-weights names i3d_torchscript.pt, which --fvd videogpt")
     assert not (tmp_path / "runs").exists()
 
 
@@ -311,3 +431,27 @@ def test_two_ranks_give_the_one_rank_fvd(tmp_path, detector_file):
         # which file made the number is recorded, and it is not a verified I3D
         assert a["detector"]["file"] == str(detector_file) and a["detector"]["verified"] is False
     assert "(7 clips)" in report and "i3d-torchscript weights vouched for by the user, not verified" in report
+
+
+def test_videogpt_and_tats_run_videogpts_network_from_a_file_of_its_layout(tmp_path):
+    # The pipeline end to end with VideoGPT's InceptionI3d: a state dict written here in i3d_pretrained_400.pt's
+    # layout (random values) named by --i3d-pytorch-weights, loaded strictly, 9-frame clips (the I3D's fewest)
+    # scored in both conventions; the result keeps which file made the numbers and the report says it is not
+    # the published one. Not an FVD anyone could quote: the weights are random.
+    state = write_state_dict(tmp_path / "random_i3d_400.pt")
+    env = {"VPBENCH_THREADS": "1", "TORCH_HOME": str(tmp_path / "empty")}
+    args = ["eval", "--models", "copy-last", "--dataset", "moving-digits", "--context", "5", "--horizon", "4",
+            "--set", "data.train_size=4", "--set", "data.val_size=2", "--set", "data.test_size=3",
+            "--set", "eval_batch_size=2", "--fvd", "videogpt,tats", "--i3d-pytorch-weights", str(state)]
+    report = run_bench(*args, "--out", "R", cwd=tmp_path, env=env).stdout
+    result = _result(tmp_path / "R")
+    record = result["eval"]["weights"]["i3d-pytorch"]
+    assert record["file"] == str(state) and record["verified"] is False and "i3d-torchscript" not in result["eval"]["weights"]
+    for name, clips in (("videogpt", 256), ("tats", 2048)):
+        block = result["eval"]["fvd"][name]
+        assert block["clips"] == 3 and block["reference_clips"] == clips and block["fvd"] > 0
+        assert block["detector"]["file"] == str(state) and "InceptionI3d" in block["settings"]["detector"]
+        assert block["settings"]["min_frames"] == 9
+    # moving-digits frames are square: the crop and the stretch give the same input, hence the same FVD
+    assert result["eval"]["fvd"]["videogpt"]["fvd"] == pytest.approx(result["eval"]["fvd"]["tats"]["fvd"], rel=1e-4)
+    assert "(3 clips" in report and "i3d-pytorch weights vouched for by the user, not verified" in report

@@ -9,7 +9,8 @@ number per run, has its own sums (fvd.py).
     yolo.py        Ultralytics YOLO checkpoints and their predict pipeline, batched in torch
     detection.py   detection figures from YOLO on predicted and ground-truth frames
     frechet.py     float64 Gaussian feature sums over processes and the Frechet distance between two of them
-    fvd.py         FVD: the I3D detector, each reference's clip preprocessing (conventions), per-run sums
+    fvd.py         FVD: the I3D detectors, each reference's clip preprocessing (conventions), per-run sums
+    i3d.py         VideoGPT's PyTorch I3D, the network i3d_pretrained_400.pt is a state dict of
     weights.py     the weight files: where they are looked for, how they are checked and fetched
     suite.py       the metrics of one command: weights resolved once, a metric list per predictor
 

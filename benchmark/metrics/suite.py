@@ -39,7 +39,8 @@ class MetricSuite:
     the command here, before any training."""
 
     def __init__(self, lpips_weights: str | Path | None = None, yolo_weights: str | Path | None = None,
-                 fvd: tuple[str, ...] = (), i3d_weights: str | Path | None = None) -> None:
+                 fvd: tuple[str, ...] = (), i3d_weights: dict[str, str | Path | None] | None = None) -> None:
+        """`i3d_weights`: the FVD detector files the user named, by weight key (i3d-torchscript, i3d-pytorch)."""
         self.sources: list[MetricSource] = [LpipsSource(lpips_weights), DetectionSource(yolo_weights)]
         self.fvd = FvdSource(resolve_fvd_conventions(fvd), i3d_weights)
 
@@ -54,6 +55,5 @@ class MetricSuite:
                 out.weights.update(source.records())
         out.fvd, why = self.fvd.sums(spec, device)
         out.not_measured.update(why)
-        if out.fvd:
-            out.weights.update(self.fvd.records())
+        out.weights.update({sums.convention.detector.weights.key: sums.file for sums in out.fvd})
         return out

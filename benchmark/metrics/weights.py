@@ -1,4 +1,4 @@
-"""Where the weight files of LPIPS and detection are looked for, how they are checked, how they are fetched.
+"""Where the weight files of LPIPS, detection and FVD are looked for, how they are checked, how they are fetched.
 
 Nothing is downloaded unless the user runs `bench weights fetch`. A metric whose weights are missing or fail
 their check is not measured (the result says why and where the file goes), never computed from something else.
@@ -16,7 +16,7 @@ from typing import Callable, Literal
 
 import torch
 
-from ..digest import sha256_file
+from ..digest import git_blob_sha1, sha256_file
 from ..errors import UserError
 from .yolo import model_of, read_checkpoint, ultralytics_settings
 
@@ -167,12 +167,47 @@ def _torchscript_check(path: Path, sha256: str) -> Check:
 
 
 I3D_TORCHSCRIPT = WeightFile(
-    key="i3d-torchscript", used_for="FVD (StyleGAN-V's TorchScript port of the tf.hub I3D, Kinetics-400)",
+    key="i3d-torchscript",
+    used_for="FVD stylegan-v, mcvd, predbench-jit (StyleGAN-V's TorchScript port of the tf.hub I3D, Kinetics-400)",
     filename="i3d_torchscript.pt", url="https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt",
     published="none published (StyleGAN-V, fvd-comparison, MCVD and PredBench give only the URL)",
     url_query="?dl=1", flag="--i3d-weights", env="VPBENCH_I3D_WEIGHTS", checker=_torchscript_check,
     locations=_torch_hub_checkpoints)
-ENTRIES: dict[str, WeightFile] = {e.key: e for e in (ALEXNET, LPIPS_LINEAR, YOLO, I3D_TORCHSCRIPT)}
+# No sha256 of i3d_pretrained_400.pt is published (VideoGPT names a Google Drive id), but two repositories commit
+# the file itself, and git names it by its content: TATS tats/fvd/i3d_pretrained_400.pt (1aa93e1, 2022) and
+# JunyaoHu/common_metrics_on_video_quality fvd/videogpt/i3d_pretrained_400.pt hold the same blob.
+_I3D_400_BLOB = "a867b87ac3a9097d200598b1d48a1b890d8ec744"
+_TATS_COMMIT = "1aa93e189080a7bfc070c355d2377b43474b520b"
+
+
+def _i3d_state_dict_check(path: Path, sha256: str) -> Check:
+    """A state dict that loads strictly into VideoGPT's InceptionI3d (vpbench.metrics.i3d); `verified` when its git
+    blob id is the one TATS commits."""
+    from .i3d import load_i3d
+
+    try:
+        load_i3d(path)
+    except Exception as exc:  # an unpickling error, a wrong layout, anything: the file cannot be this one
+        first = (str(exc).strip().splitlines() or [""])[-1].strip()[:160]
+        return Check(False, f"not a state dict of VideoGPT's InceptionI3d ({type(exc).__name__}: {first})",
+                     usable=False)
+    blob = git_blob_sha1(path)
+    if blob == _I3D_400_BLOB:
+        return Check(True, f"git blob {blob[:12]}..., the file TATS commits at tats/fvd/i3d_pretrained_400.pt")
+    return Check(False, f"a state dict of VideoGPT's InceptionI3d, but git blob {blob[:12]}... is not the one TATS "
+                        f"commits ({_I3D_400_BLOB[:12]}...)")
+
+
+I3D_PYTORCH = WeightFile(
+    key="i3d-pytorch", used_for="FVD videogpt, tats, predbench-400 (VideoGPT's i3d_pretrained_400.pt: the tf.hub I3D's "
+    "Kinetics-400 weights as a state dict of its PyTorch InceptionI3d)",
+    filename="i3d_pretrained_400.pt",
+    url=f"https://github.com/SongweiGe/TATS/raw/{_TATS_COMMIT}/tats/fvd/i3d_pretrained_400.pt",
+    published=f"none published; checked by git blob id {_I3D_400_BLOB} (TATS {_TATS_COMMIT[:7]} "
+              "tats/fvd/i3d_pretrained_400.pt)",
+    flag="--i3d-pytorch-weights", env="VPBENCH_I3D_PYTORCH_WEIGHTS", checker=_i3d_state_dict_check,
+    locations=_torch_hub_checkpoints)
+ENTRIES: dict[str, WeightFile] = {e.key: e for e in (ALEXNET, LPIPS_LINEAR, YOLO, I3D_TORCHSCRIPT, I3D_PYTORCH)}
 
 
 def _explicit(entry: WeightFile, given: str | Path | None) -> tuple[str | None, str]:
