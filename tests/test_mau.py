@@ -73,8 +73,14 @@ def test_a_geometry_the_encoder_cannot_run_is_one_error_line(settings, message):
         create_predictor("mau", VideoSpec(1, 40, 40, 2, 2), preset="tiny", **settings)
 
 
-def test_scheduled_sampling_falls_linearly_as_the_authors_train():
+def test_scheduled_sampling_falls_linearly_as_the_authors_train_or_stays_as_openstl_lightnings():
     # The authors' MAU_run.py lowers eta by sampling_changing_rate 2e-5 each iteration from 1 (0 from iteration
-    # 50,000); OpenSTL's Lightning MAU method keeps it at 1 - 2e-5 until then (see the module doc): not followed.
+    # 50,000); OpenSTL's Lightning MAU method lowers its constant self.eta = 1.0 by 2e-5 at every call and never stores
+    # the result: 0.99998 until iteration 50,000, then 0.
+    iterations = (0, 25_000, 49_999, 50_000, 60_000)
     model = create_predictor("mau", MMNIST, preset="mmnist")
-    assert [model.sampling_probability(i) for i in (0, 25_000, 50_000, 60_000)] == pytest.approx([1, 0.5, 0, 0])
+    assert [model.sampling_probability(i) for i in iterations] == pytest.approx([1, 0.5, 2e-5, 0, 0])
+    lightning = create_predictor("mau", MMNIST, preset="mmnist", lightning_sampling=True)
+    assert [lightning.sampling_probability(i) for i in iterations] == pytest.approx([0.99998] * 3 + [0, 0])
+    assert create_predictor("mau", MMNIST, preset="mmnist", lightning_sampling=True,
+                            scheduled_sampling=False).sampling_probability(0) == 0
