@@ -1,12 +1,15 @@
 """MAU: size and FLOPs equal to OpenSTL's published row and a hand count, the attention window kept at tau states,
-the geometry refused with one line where the strided encoder cannot run, the authors' scheduled sampling. Its
-outputs are pinned by checkpoints written by OpenSTL's and by the authors' code (tests/test_foreign.py,
-tests/test_reference_checkpoints.py)."""
+the geometry refused with one line where the strided encoder cannot run, the authors' scheduled sampling (and
+OpenSTL-Lightning's on request), OpenSTL's bare state dicts recognised. Its outputs are pinned by checkpoints written
+by OpenSTL's and by the authors' code (tests/test_foreign.py, tests/test_reference_checkpoints.py)."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from vpbench import UserError, VideoSpec, create_predictor
 from vpbench.costs import count_flops
+from vpbench.foreign import load_weights
 from vpbench.layers import patchify
 from vpbench.predictor import count_parameters
 
@@ -84,3 +87,18 @@ def test_scheduled_sampling_falls_linearly_as_the_authors_train_or_stays_as_open
     assert [lightning.sampling_probability(i) for i in iterations] == pytest.approx([0.99998] * 3 + [0, 0])
     assert create_predictor("mau", MMNIST, preset="mmnist", lightning_sampling=True,
                             scheduled_sampling=False).sampling_probability(0) == 0
+
+
+def test_a_bare_openstl_state_dict_is_told_by_its_never_called_tensors(tmp_path):
+    """OpenSTL's published MAU weights (mmnist_mau_one_ep200.pth, before Lightning) are bare state dicts; the names
+    are vpbench's but for `merge` and `conv_last_sr`, which tell the file apart and are dropped."""
+    fixtures = Path(__file__).parent / "fixtures" / "openstl"
+    lightning = torch.load(fixtures / "mau.ckpt", weights_only=True)["state_dict"]
+    torch.save({k.removeprefix("model."): v for k, v in lightning.items()}, tmp_path / "mau.pth")
+    expected = torch.load(fixtures / "expected-mau.pt", weights_only=True)["mau"]
+    model = create_predictor("mau", VideoSpec(1, 64, 64, 2, 3), **expected["settings"]).eval()
+    checkpoint = load_weights(model, tmp_path / "mau.pth")
+    assert checkpoint.notes[0] == "OpenSTL checkpoint (a bare state dict)"
+    context = torch.rand(1, 2, 1, 64, 64, generator=torch.Generator().manual_seed(1))  # make.py's seeded input
+    with torch.no_grad():
+        assert (model(context, 3) - expected["output"]).abs().max() < 1e-6
