@@ -129,14 +129,20 @@ def _encoder(branch: str, in_channels: int, hidden: int, levels: int) -> tuple[n
     """The clip convolution and the downsampling blocks, named as the reference names them."""
     clip = nn.Sequential(OrderedDict([(f"encoder3d_{branch}_conv-1", nn.Conv3d(in_channels, hidden, (2, 1, 1))),
                                       (f"relu3d_{branch}_-1", nn.LeakyReLU(0.2))]))
-    downs = nn.ModuleList(
+    return clip, _downsampling(branch, hidden, levels)
+
+
+def _downsampling(branch: str, hidden: int, levels: int) -> nn.ModuleList:
+    """`levels` stride-2 3x3 convolutions, each followed by LeakyReLU(0.2), named as the authors' code names them
+    (STIP's and MAU's encoders share them)."""
+    return nn.ModuleList(
         nn.Sequential(OrderedDict([(f"encoder_{branch}{i}", nn.Conv2d(hidden, hidden, 3, stride=2, padding=1)),
                                    (f"encoder_{branch}_relu{i}", nn.LeakyReLU(0.2))]))
         for i in range(levels))
-    return clip, downs
 
 
 def _decoder(branch: str, hidden: int, levels: int) -> nn.ModuleList:
+    """`levels` stride-2 3x3 transposed convolutions, LeakyReLU(0.2) between them (STIP's and MAU's decoders)."""
     blocks = []
     for i in range(levels):
         layers = [(f"{branch}_decoder{i}", nn.ConvTranspose2d(hidden, hidden, 3, stride=2, padding=1,

@@ -53,7 +53,9 @@ def test_openstl_checkpoints_predict_what_openstl_predicted(name):
 DROPPED = {"convlstm": "dropped 4 tensors OpenSTL creates but never calls: cell_list.*.conv_last.weight (x2), "
                        "cell_list.*.conv_o.*.weight (x2)",
            "predrnn-pp": "dropped 2 tensors OpenSTL creates but never calls: cell_list.*.conv_o.*.weight (x2)",
-           "mim": "dropped 1 tensor OpenSTL creates but never calls: stlstm_layer_diff.*.conv_last.weight"}
+           "mim": "dropped 1 tensor OpenSTL creates but never calls: stlstm_layer_diff.*.conv_last.weight",
+           **dict.fromkeys(("mau", "mau-recall"), "dropped 4 tensors OpenSTL creates but never calls: "
+                                                  "conv_last_sr.bias, conv_last_sr.weight, merge.bias, merge.weight")}
 SWITCHES = {"convlstm": ("forget_bias", 0.0, 1.0), "e3d-lstm": ("reference_cell", True, False),
             "simvp-swin": ("swin_mask", False, True)}
 
@@ -98,7 +100,7 @@ def test_bare_state_dicts_are_told_apart_by_the_references_own_names(tmp_path):
 
 
 CLI_MODELS = {"convlstm": "convlstm", "predrnn-pp": "predrnn-pp", "mim": "mim", "simvp-incepu": "simvp",
-              "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau"}
+              "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau", "mau-recall": "mau"}
 
 
 def test_bench_eval_loads_openstl_checkpoints_strictly_and_records_what_it_did(tmp_path, monkeypatch):

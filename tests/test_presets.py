@@ -1,12 +1,13 @@
 """Presets that cite a reference config equal it: each value below is typed from the cited file (OpenSTL c74deb5's
 configs/, its fork duyhlzu/GMG's, thuml/MotionRNN's script, HKO-7's and CW-VAE's configs, STIPHR's and STRPM's
-configs/<dataset>_configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
+configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
 from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
 
 OpenSTL's configs give num_hidden as '128,128,128,128' (num_layers 4 x num_hidden 128), its scheduled sampling as
-sampling_changing_rate 0.00002 (= 1 / sampling_stop_iter 50000) and `sched` ('onecycle' / 'cosine'); the STIP and
-STRPM authors' as sampling_changing_rate = 1 / sampling_stop_iter, lr_decay 0.90 every delay_interval 2000 (lr_gamma,
-lr_step_every), lr_d (d_lr) and D_num_hidden (d_hidden). A batch_size is the file's, per GPU where its comment runs
+sampling_changing_rate 0.00002 (= 1 / sampling_stop_iter 50000) and `sched` ('onecycle' / 'cosine'); the STIP,
+STRPM and MAU authors' as sampling_changing_rate = 1 / sampling_stop_iter, lr_decay 0.90 every delay_interval 2000
+(lr_gamma, lr_step_every), lr_d (d_lr) and D_num_hidden (d_hidden). MAU's configs give filter_size 5 (OpenSTL) or
+(5, 5) (the authors'), and num_hidden '64,64,64,64' (OpenSTL) or num_layers 4 x num_hidden 64 (the authors'). A batch_size is the file's, per GPU where its comment runs
 it on several (e3d-lstm kth: "bs = 8 x 2GPUs"; mim and e3d-lstm human: "4 x bs4 = bs16"; simvp kth: "2 x 8GPUs").
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ V2 = dict(reverse_scheduled_sampling=True, r_sampling_step_1=25_000, r_sampling_
 STIP = dict(num_layers=16, filter_size=5, batch_size=1, lr_gamma=0.9, lr_step_every=2000, d_hidden=64)
 STIP_MODEL = dict(STIP, num_hidden=64, sr_size=16, alpha=0.1, lr=5e-3, d_lr=5e-4)
 STRPM_MODEL = dict(STIP, num_hidden=128, patch_size=8, tau=5, lr=5e-4, d_lr=5e-5)
+MAU = dict(num_layers=4, num_hidden=64, filter_size=5, patch_size=1, tau=5, cell_mode="normal", model_mode="normal",
+           batch_size=16, sampling_stop_iter=50_000)
 
 
 def schedule(max_iterations: int, sampling_stop_iter: int) -> dict:
@@ -80,6 +83,11 @@ CITED = [
     ("motionrnn", "mmnist", dict(MMNIST_RNN, lr=3e-4), "duyhlzu/GMG configs/mmnist/MotionRNN.py"),
     ("motionrnn", "human36m-128", dict(RNN, num_hidden=64, patch_size=4, lr=3e-4, batch_size=8, max_iterations=80_000),
      "thuml/MotionRNN human_script/MotionRNN_PredRNN_human_train.sh"),
+    ("mau", "mmnist", dict(MAU, sr_size=4, lr=1e-3, lr_schedule="onecycle"), "OpenSTL configs/mmnist/MAU.py"),
+    ("mau", "kth-10to20", dict(MAU, sr_size=2, lr=5e-4, lr_schedule="onecycle"), "OpenSTL configs/kth/MAU.py"),
+    ("mau", "human36m-openstl", dict(MAU, sr_size=4, lr=1e-4, lr_schedule="cosine"), "OpenSTL configs/human/MAU.py"),
+    ("mau", "mmnist-authors", dict(MAU, sr_size=4, lr=1e-3, lr_gamma=0.9, lr_step_every=2000, max_iterations=80_000),
+     "MAU configs/mnist_train_configs.py"),
     ("convgru", "mmnist", dict(HKO7, h2h_kernel=(5, 5, 5), h2h_dilation=(1, 1, 1)),
      "HKO-7 experiments/movingmnist/configurations/convgru_1_64_1_96_1_96_K5.yml"),
     ("trajgru", "mmnist", dict(HKO7, links=(13, 13, 13)),
