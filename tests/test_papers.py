@@ -100,3 +100,23 @@ def test_everything_printed_cites_sources_a_user_can_reach(runs: Path) -> None:
     assert "NeurIPS 2023" in openstl and "https://github.com/chengtan9907/OpenSTL/blob/c74deb5" in openstl
     assert "https://github.com/fengpany/Implicit_video_prediction" in htsrm
     assert all("[unverified]" in text for text in (stip, openstl))  # what was not checked, said as such
+
+
+def test_openstl_rows_of_simvp_translators_take_the_runs_of_that_translator(tmp_path: Path) -> None:
+    """OpenSTL's zoo prints one row per SimVP translator: a simvp run sits beside the row of its `translator`."""
+    mmnist = {"name": "10to10", "context": 10, "future": 10, "height": 64, "width": 64, "channels": 1}
+    per_step = {"mse": [0.01] * 10, "mae": [0.03] * 10, "psnr": [20.0] * 10, "ssim": [0.9] * 10}
+    scores = {"per_step": per_step, "mean": {k: v[0] for k, v in per_step.items()}}
+    for name, translator in (("van", "van"), ("gsta", "gsta")):
+        write(tmp_path, result("simvp", dataset="mmnist", protocol=mmnist, run_id=f"simvp-{name}", eval=scores,
+                               config={"translator": translator, "lr": 1e-3}))
+    write(tmp_path, result("copy-last", dataset="mmnist", protocol=mmnist, train=None, eval=scores))
+    md = compare_paper(load_results(tmp_path)[0], "openstl")
+    lines = md[md.index("### mmnist"):md.index("### kth")].splitlines()
+    row = lambda start: next(i for i, line in enumerate(lines) if line.startswith(start))
+    assert row("| simvp — ours, run simvp-van") == row("| SimVP+VAN — paper") + 1
+    assert row("| simvp — ours, run simvp-gsta") == row("| SimVP+gSTA-S — paper") + 1
+    assert sum(line.startswith("| simvp — ours") for line in lines) == 2  # each beside its own row only
+    assert [l for l in lines if l.startswith("|")][-1].startswith("| copy-last — ours")  # not in the zoo: last
+    assert "dataloader_moving_mnist.py, lines 246-263" in md and "MSE 26.73 on one GPU" in md
+    assert "| CrevNet — paper" in md and "The page prints no PSNR for CrevNet." in md
