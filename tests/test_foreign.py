@@ -55,7 +55,15 @@ DROPPED = {"convlstm": "dropped 4 tensors OpenSTL creates but never calls: cell_
            "predrnn-pp": "dropped 2 tensors OpenSTL creates but never calls: cell_list.*.conv_o.*.weight (x2)",
            "mim": "dropped 1 tensor OpenSTL creates but never calls: stlstm_layer_diff.*.conv_last.weight",
            **dict.fromkeys(("mau", "mau-recall"), "dropped 4 tensors OpenSTL creates but never calls: "
-                                                  "conv_last_sr.bias, conv_last_sr.weight, merge.bias, merge.weight")}
+                                                  "conv_last_sr.bias, conv_last_sr.weight, merge.bias, merge.weight"),
+           # Every Swin block inherits `red`, which only the even-numbered ones call; D's up path embeds nothing.
+           "swinlstm-d": "dropped 12 tensors OpenSTL creates but never calls: Downsample.layers.*.STBs.*.red.bias (x2), "
+                         "Downsample.layers.*.STBs.*.red.weight (x2), Upsample.layers.*.STBs.*.red.bias (x2), "
+                         "Upsample.layers.*.STBs.*.red.weight (x2), Upsample.patch_embed.norm.bias, "
+                         "Upsample.patch_embed.norm.weight, Upsample.patch_embed.proj.bias, "
+                         "Upsample.patch_embed.proj.weight",
+           "swinlstm-b": "dropped 2 tensors OpenSTL creates but never calls: ST.layer.STBs.*.red.bias, "
+                         "ST.layer.STBs.*.red.weight"}
 SWITCHES = {"convlstm": ("forget_bias", 0.0, 1.0), "e3d-lstm": ("reference_cell", True, False),
             "simvp-swin": ("swin_mask", False, True)}
 
