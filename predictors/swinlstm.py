@@ -39,8 +39,12 @@ Where the references differ from each other or from this one (none changes what 
   (train.py, configs.py); OpenSTL trains with OneCycle at 1e-4 for its 200 epochs.
 - Neither reference can run patch sizes other than 2 (the inflation doubles the grid): here it is refused in one line.
 
-At the mmnist preset (SwinLSTM-D, embed 128, depths 2,6 down and 6,2 up, heads 4,8, window 4):
-{params}. OpenSTL's table does not list SwinLSTM; tests/test_swinlstm.py counts both by hand.
+At the mmnist preset (SwinLSTM-D, embed 128, depths 2,6 down and 6,2 up, heads 4,8, window 4): 18,845,409 parameters
+(OpenSTL's SwinLSTM_D_Model holds 20,191,969, the never-called `red`s and up-path embedding included) and 69.88 GFLOPs
+(fvcore, batch 1, a 10 -> 10 rollout's 19 steps: 69,877,858,304, what OpenSTL's model counts under fvcore too). At
+`mmnist-b` (SwinLSTM-B, 12 blocks, 4 heads): 2,581,041 (OpenSTL's: 2,778,417) and 51,102,351,360 FLOPs, the same as
+OpenSTL's. OpenSTL's table does not list SwinLSTM, nor does the paper give sizes; tests/test_swinlstm.py counts both
+by hand.
 """
 from __future__ import annotations
 
