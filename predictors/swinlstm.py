@@ -250,9 +250,11 @@ class SwinLSTM(RecurrentPredictor):
                               patch_size=2, window_size=4, batch_size=8, lr=1e-3, lr_schedule="cosine",
                               max_iterations=1000, quick_iterations=200, val_every=200, grad_clip=1.0, drop_path=0.0),
     }
-    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
-    presets["tiny"] = tiny_preset(presets["moving-digits"], embed_dim=8, depths_down=(1, 1), depths_up=(1, 1),
-                                  num_heads=(1, 2))
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core. In its
+    # 30 steps SwinLSTM-B with one block of 32 channels at lr 1e-2 reached 15.87 dB at t+1 (copy-last 14.78); SwinLSTM-D
+    # at 8 or 16 channels, or B with two blocks, stayed at the blank frame's 14.4-14.7 dB.
+    presets["tiny"] = tiny_preset(presets["moving-digits"], variant="b", embed_dim=32, depth=1, num_heads=(2,),
+                                  lr=1e-2)
 
     def __init__(self, spec: VideoSpec, config: SwinLSTMConfig) -> None:
         super().__init__(spec, config)

@@ -13,6 +13,7 @@ from conftest import MMNIST, tiny
 
 torch.set_num_threads(1)
 
+D_SMALL = dict(variant="d", embed_dim=8, depths_down=(1, 1), depths_up=(1, 1), num_heads=(1, 2))  # tiny is a B
 STEPS = 19  # a 10 -> 10 rollout: 9 context reconstructions and 10 predictions, all returned by the references
 
 
@@ -75,9 +76,10 @@ def test_swinlstm_b_equals_a_hand_count_and_openstls_model():
     assert params + embed_params + unused == 2_778_417
 
 
-def test_training_feeds_the_future_its_own_predictions_as_both_references_do():
+@pytest.mark.parametrize("settings", [{}, D_SMALL])
+def test_training_feeds_the_future_its_own_predictions_as_both_references_do(settings):
     clip = torch.rand(2, 5, 1, 64, 64, generator=torch.Generator().manual_seed(0))
-    model = tiny("swinlstm", VideoSpec(1, 64, 64, 2, 3)).eval()
+    model = tiny("swinlstm", VideoSpec(1, 64, 64, 2, 3), **settings).eval()
     assert model.sampling_probability(0) == 0
     with torch.no_grad():
         loss = model.training_loss(clip, 0)
@@ -88,8 +90,8 @@ def test_training_feeds_the_future_its_own_predictions_as_both_references_do():
 
 
 def test_a_grid_no_larger_than_the_window_is_one_unshifted_window():
-    model = create_predictor("swinlstm", VideoSpec(1, 32, 32, 2, 2), preset="tiny", window_size=8,
-                             depths_down=(2, 2), depths_up=(2, 2))
+    model = create_predictor("swinlstm", VideoSpec(1, 32, 32, 2, 2), preset="tiny", **{**D_SMALL, "window_size": 8,
+                             "depths_down": (2, 2), "depths_up": (2, 2)})
     top, deepest = model.Downsample.layers[0].STBs[1], model.Upsample.layers[0].STBs[1]  # 16x16 and 4x4 grids
     assert (top.window, top.shift) == (8, 4) and top.attn_mask.shape == (4, 64, 64)
     assert (deepest.window, deepest.shift, deepest.attn_mask) == (4, 0, None)
@@ -117,4 +119,4 @@ def test_stochastic_depth_rises_down_and_falls_within_each_cell_up_as_openstl_bu
 ])
 def test_a_geometry_the_model_cannot_run_is_one_error_line(settings, message):
     with pytest.raises(UserError, match=message):
-        create_predictor("swinlstm", VideoSpec(1, 48, 48, 2, 2), preset="tiny", **settings)
+        create_predictor("swinlstm", VideoSpec(1, 48, 48, 2, 2), preset="tiny", **{**D_SMALL, **settings})
