@@ -8,8 +8,8 @@ SwinLSTM_D.py): the same modules, names and forward.
   windows shifted by half a window and masked as Swin masks them, then an MLP) turns the input tokens X_t and the
   hidden state H_{t-1} into T: the first block attends over red([norm(X_t), norm(H_{t-1})]) (a linear layer from 2C
   to C), every later even-numbered block over red([norm(its input), norm(X_t)]), the odd-numbered ones over their
-  input alone. Then the simplified LSTM (paper, Eqs. 2-4): F = sigmoid(T), C_t = F * (C_{t-1} + tanh(T)),
-  H_t = F * tanh(C_t), which is also the cell's output.
+  input alone. Then the paper's simplified LSTM, as both references write it: F = sigmoid(T),
+  C_t = F * (C_{t-1} + tanh(T)), H_t = F * tanh(C_t), which is also the cell's output.
 - `variant=b` (SwinLSTM-B): one cell of `depth` blocks on the patch grid. `variant=d` (SwinLSTM-D): a cell at each
   level on the way down, each followed by patch merging (2x2 tokens concatenated, LayerNorm, linear to twice the
   channels), then a cell at each level on the way up from the deepest, each followed by patch expanding (a linear
@@ -43,8 +43,8 @@ At the mmnist preset (SwinLSTM-D, embed 128, depths 2,6 down and 6,2 up, heads 4
 (OpenSTL's SwinLSTM_D_Model holds 20,191,969, the never-called `red`s and up-path embedding included) and 69.88 GFLOPs
 (fvcore, batch 1, a 10 -> 10 rollout's 19 steps: 69,877,858,304, what OpenSTL's model counts under fvcore too). At
 `mmnist-b` (SwinLSTM-B, 12 blocks, 4 heads): 2,581,041 (OpenSTL's: 2,778,417) and 51,102,351,360 FLOPs, the same as
-OpenSTL's. OpenSTL's table does not list SwinLSTM, nor does the paper give sizes; tests/test_swinlstm.py counts both
-by hand.
+OpenSTL's. OpenSTL's table does not list SwinLSTM, and the paper's text could not be read here to compare sizes
+with it; tests/test_swinlstm.py counts both by hand.
 """
 from __future__ import annotations
 
@@ -73,9 +73,9 @@ class SwinLSTMConfig(RecurrentConfig):
     embed_dim: int = setting(128, "channels of a patch token (SwinLSTM-D doubles them at every level down)", COUNT)
     depths_down: tuple[int, ...] = setting((2, 6), "SwinLSTM-D: Swin blocks of the cell at each level down, the patch "
                                                    "grid's first", COUNT)
-    depths_up: tuple[int, ...] = setting((6, 2), "SwinLSTM-D: Swin blocks of the cells up, as the references list them: "
-                                                 "entry i is the cell on the grid 2^(i+1) times coarser (run deepest "
-                                                 "first)", COUNT)
+    depths_up: tuple[int, ...] = setting((6, 2), "SwinLSTM-D: Swin blocks of the cells up, as the references list "
+                                                 "them: entry i is the cell on the grid 2^(i+1) times coarser (run "
+                                                 "deepest first)", COUNT)
     num_heads: tuple[int, ...] = setting((4, 8), "attention heads: entry i for the cell at level i down and entry i of "
                                                  "depths_up (SwinLSTM-B: the first entry)", COUNT)
     depth: int = setting(12, "SwinLSTM-B: Swin blocks of its one cell", COUNT)

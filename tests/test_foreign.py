@@ -57,8 +57,8 @@ DROPPED = {"convlstm": "dropped 4 tensors OpenSTL creates but never calls: cell_
            **dict.fromkeys(("mau", "mau-recall"), "dropped 4 tensors OpenSTL creates but never calls: "
                                                   "conv_last_sr.bias, conv_last_sr.weight, merge.bias, merge.weight"),
            # Every Swin block inherits `red`, which only the even-numbered ones call; D's up path embeds nothing.
-           "swinlstm-d": "dropped 12 tensors OpenSTL creates but never calls: Downsample.layers.*.STBs.*.red.bias (x2), "
-                         "Downsample.layers.*.STBs.*.red.weight (x2), Upsample.layers.*.STBs.*.red.bias (x2), "
+           "swinlstm-d": "dropped 12 tensors OpenSTL creates but never calls: "
+                         "Downsample.layers.*.STBs.*.red.bias (x2), Downsample.layers.*.STBs.*.red.weight (x2), Upsample.layers.*.STBs.*.red.bias (x2), "
                          "Upsample.layers.*.STBs.*.red.weight (x2), Upsample.patch_embed.norm.bias, "
                          "Upsample.patch_embed.norm.weight, Upsample.patch_embed.proj.bias, "
                          "Upsample.patch_embed.proj.weight",
