@@ -58,10 +58,10 @@ DROPPED = {"convlstm": "dropped 4 tensors OpenSTL creates but never calls: cell_
                                                   "conv_last_sr.bias, conv_last_sr.weight, merge.bias, merge.weight"),
            # Every Swin block inherits `red`, which only the even-numbered ones call; D's up path embeds nothing.
            "swinlstm-d": "dropped 12 tensors OpenSTL creates but never calls: "
-                         "Downsample.layers.*.STBs.*.red.bias (x2), Downsample.layers.*.STBs.*.red.weight (x2), Upsample.layers.*.STBs.*.red.bias (x2), "
-                         "Upsample.layers.*.STBs.*.red.weight (x2), Upsample.patch_embed.norm.bias, "
-                         "Upsample.patch_embed.norm.weight, Upsample.patch_embed.proj.bias, "
-                         "Upsample.patch_embed.proj.weight",
+                         "Downsample.layers.*.STBs.*.red.bias (x2), Downsample.layers.*.STBs.*.red.weight (x2), "
+                         "Upsample.layers.*.STBs.*.red.bias (x2), Upsample.layers.*.STBs.*.red.weight (x2), "
+                         "Upsample.patch_embed.norm.bias, Upsample.patch_embed.norm.weight, "
+                         "Upsample.patch_embed.proj.bias, Upsample.patch_embed.proj.weight",
            "swinlstm-b": "dropped 2 tensors OpenSTL creates but never calls: ST.layer.STBs.*.red.bias, "
                          "ST.layer.STBs.*.red.weight"}
 SWITCHES = {"convlstm": ("forget_bias", 0.0, 1.0), "e3d-lstm": ("reference_cell", True, False),
@@ -108,13 +108,16 @@ def test_bare_state_dicts_are_told_apart_by_the_references_own_names(tmp_path):
 
 
 CLI_MODELS = {"convlstm": "convlstm", "predrnn-pp": "predrnn-pp", "mim": "mim", "simvp-incepu": "simvp",
-              "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau", "mau-recall": "mau"}
+              "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau", "mau-recall": "mau",
+              "swinlstm-d": "swinlstm"}
 
 
 def test_bench_eval_loads_openstl_checkpoints_strictly_and_records_what_it_did(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for fixture, predictor in CLI_MODELS.items():
-        sets = [a for k, v in EXPECTED[fixture]["settings"].items() for a in ("--set", f"{predictor}.{k}={v}")]
+        values = {k: ",".join(map(str, v)) if isinstance(v, tuple) else v  # lists as the command line takes them
+                  for k, v in EXPECTED[fixture]["settings"].items()}
+        sets = [a for k, v in values.items() for a in ("--set", f"{predictor}.{k}={v}")]
         proc = CliRunner().invoke(app, ["eval", "--models", predictor, "--dataset", "moving-digits", "--context", "2",
                                         "--horizon", "3", "--set", "data.test_size=2", "--out", fixture, *sets,
                                         "--checkpoint", str(FIXTURES / f"{fixture}.ckpt")])
