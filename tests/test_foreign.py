@@ -107,6 +107,18 @@ def test_bare_state_dicts_are_told_apart_by_the_references_own_names(tmp_path):
         read_checkpoint(tmp_path / "unsafe.ckpt", PREDICTORS.get("convlstm"))
 
 
+def test_a_bare_swinlstm_state_dict_is_told_by_its_never_called_tensors(tmp_path):
+    """OpenSTL's files before Lightning hold `model.state_dict()`: names as here but for the odd-numbered Swin blocks'
+    `red`, which tells the file apart and is dropped."""
+    lightning = torch.load(FIXTURES / "swinlstm-b.ckpt", weights_only=True)["state_dict"]
+    torch.save({k.removeprefix("model."): v for k, v in lightning.items()}, tmp_path / "swinlstm.pth")
+    model = create_predictor("swinlstm", SPEC, **EXPECTED["swinlstm-b"]["settings"]).eval()
+    notes = load_weights(model, tmp_path / "swinlstm.pth").notes
+    assert notes == ["OpenSTL checkpoint (a bare state dict)", DROPPED["swinlstm-b"]]
+    with torch.no_grad():
+        assert (model(seeded_input(), SPEC.future) - EXPECTED["swinlstm-b"]["output"]).abs().max() < 1e-6
+
+
 CLI_MODELS = {"convlstm": "convlstm", "predrnn-pp": "predrnn-pp", "mim": "mim", "simvp-incepu": "simvp",
               "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau", "mau-recall": "mau",
               "swinlstm-d": "swinlstm"}

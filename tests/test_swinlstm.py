@@ -1,16 +1,13 @@
 """SwinLSTM: size and FLOPs at the mmnist presets equal a hand count and OpenSTL's own models under fvcore (its table
 lists no SwinLSTM), training closed-loop on the future as both references do, timm's window rule, OpenSTL's
-stochastic depth per block, the geometries the model cannot run refused in one line, OpenSTL's bare state dicts
-recognised. Its outputs are pinned by checkpoints written by OpenSTL's own modules (tests/test_foreign.py:
-swinlstm-d, swinlstm-b)."""
-from pathlib import Path
-
+stochastic depth per block, and the geometries the model cannot run refused in one line. Its outputs are
+pinned by checkpoints written by OpenSTL's own modules (tests/test_foreign.py: swinlstm-d, swinlstm-b, and a bare
+state dict of the latter)."""
 import pytest
 import torch
 
 from vpbench import UserError, VideoSpec, create_predictor
 from vpbench.costs import count_flops
-from vpbench.foreign import load_weights
 from vpbench.predictor import count_parameters
 
 from conftest import MMNIST, tiny
@@ -124,18 +121,3 @@ def test_stochastic_depth_rises_down_and_falls_within_each_cell_up_as_openstl_bu
 def test_a_geometry_the_model_cannot_run_is_one_error_line(settings, message):
     with pytest.raises(UserError, match=message):
         create_predictor("swinlstm", VideoSpec(1, 48, 48, 2, 2), preset="tiny", **{**D_SMALL, **settings})
-
-
-def test_a_bare_openstl_state_dict_is_told_by_its_never_called_tensors(tmp_path):
-    """OpenSTL's files before Lightning are bare state dicts in the names used here, but for the odd-numbered blocks'
-    `red`, which tells the file apart and is dropped."""
-    fixtures = Path(__file__).parent / "fixtures" / "openstl"
-    lightning = torch.load(fixtures / "swinlstm-b.ckpt", weights_only=True)["state_dict"]
-    torch.save({k.removeprefix("model."): v for k, v in lightning.items()}, tmp_path / "swinlstm.pth")
-    expected = torch.load(fixtures / "expected-swinlstm-b.pt", weights_only=True)["swinlstm-b"]
-    model = create_predictor("swinlstm", VideoSpec(1, 64, 64, 2, 3), **expected["settings"]).eval()
-    checkpoint = load_weights(model, tmp_path / "swinlstm.pth")
-    assert checkpoint.notes[0] == "OpenSTL checkpoint (a bare state dict)"
-    context = torch.rand(1, 2, 1, 64, 64, generator=torch.Generator().manual_seed(1))  # make.py's seeded input
-    with torch.no_grad():
-        assert (model(context, 3) - expected["output"]).abs().max() < 1e-6
