@@ -38,6 +38,8 @@ Where the references differ from each other or from this one (none changes what 
   clips, and keep the checkpoint with the lowest MSE on 3,000 validation clips drawn from MNIST's training digits
   (train.py, configs.py); OpenSTL trains with OneCycle at 1e-4 for its 200 epochs.
 - Neither reference can run patch sizes other than 2 (the inflation doubles the grid): here it is refused in one line.
+  OpenSTL asserts square frames; the authors' blocks and this model take any frame whose patch grid the levels and
+  windows divide.
 
 At the mmnist preset (SwinLSTM-D, embed 128, depths 2,6 down and 6,2 up, heads 4,8, window 4): 18,845,409 parameters
 (OpenSTL's SwinLSTM_D_Model holds 20,191,969, the never-called `red`s and up-path embedding included) and 69.88 GFLOPs
