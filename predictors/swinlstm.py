@@ -250,6 +250,10 @@ class SwinLSTM(RecurrentPredictor):
         # CPU-sized for the embedded set: SwinLSTM-B, one cell of one block at 32 channels, windows of 4, batch 4.
         # On one shared core SwinLSTM-D at 16 channels (2 + 2 blocks down and up, batch 8) trained at about 4 s an
         # iteration and SwinLSTM-B with two blocks (batch 8) at 3 s: their 1000 iterations would take about an hour.
+        # One run of this preset (1 thread, a shared machine: 10 min), scored on the whole 1000-clip test split: 17.75
+        # dB at t+1 (copy-last 14.72), 14.72 at t+10, 15.21 mean (every floor 15.00 or below), SSIM 0.14 (below the
+        # mean frame's 0.23): a weak model at this size, whose predictions fade to a grey haze; the mmnist presets
+        # are the references' models.
         "moving-digits": dict(variant="b", embed_dim=32, depth=1, num_heads=(2,), patch_size=2, window_size=4,
                               batch_size=4, lr=5e-3, lr_schedule="cosine", max_iterations=1000, quick_iterations=200,
                               val_every=200, grad_clip=1.0, drop_path=0.0),
