@@ -1,6 +1,6 @@
 """Presets that cite a reference config equal it: each value below is typed from the cited file (OpenSTL c74deb5's
 configs/, its fork duyhlzu/GMG's, thuml/MotionRNN's script, HKO-7's and CW-VAE's configs, STIPHR's and STRPM's
-configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
+configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py, SwinLSTM's configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
 from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
 
 OpenSTL's configs give num_hidden as '128,128,128,128' (num_layers 4 x num_hidden 128), its scheduled sampling as
@@ -88,6 +88,16 @@ CITED = [
     ("mau", "human36m-openstl", dict(MAU, sr_size=4, lr=1e-4, lr_schedule="cosine"), "OpenSTL configs/human/MAU.py"),
     ("mau", "mmnist-authors", dict(MAU, sr_size=4, lr=1e-3, lr_gamma=0.9, lr_step_every=2000, max_iterations=80_000),
      "MAU configs/mnist_train_configs.py"),
+    # SwinLSTM: OpenSTL's depths_downsample / depths_upsample / num_heads '2,6' / '6,2' / '4,8' (SwinLSTM-D), depths 12
+    # and num_heads 4 (SwinLSTM-B); the authors' configs.py: --depths [12], --heads_number [4, 8] (B reads the first).
+    ("swinlstm", "mmnist", dict(variant="d", depths_down=(2, 6), depths_up=(6, 2), num_heads=(4, 8), patch_size=2,
+                                window_size=4, embed_dim=128, lr=1e-4, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/mmnist/SwinLSTM-D.py"),
+    ("swinlstm", "human36m-openstl", dict(variant="b", depth=12, num_heads=(4,), patch_size=2, window_size=4,
+                                          embed_dim=128, lr=1e-4, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/human/SwinLSTM-B.py"),
+    ("swinlstm", "mmnist-b", dict(variant="b", depth=12, num_heads=(4,), patch_size=2, window_size=4, embed_dim=128,
+                                  lr=1e-4, batch_size=16, drop_path=0.1), "SwinLSTM configs.py"),
     ("convgru", "mmnist", dict(HKO7, h2h_kernel=(5, 5, 5), h2h_dilation=(1, 1, 1)),
      "HKO-7 experiments/movingmnist/configurations/convgru_1_64_1_96_1_96_K5.yml"),
     ("trajgru", "mmnist", dict(HKO7, links=(13, 13, 13)),

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vpbench import UserError, VideoSpec, create_predictor
+from vpbench.acceleration import prepare_execution
 from vpbench.costs import count_flops
 from vpbench.predictor import count_parameters
 
@@ -121,3 +122,13 @@ def test_stochastic_depth_rises_down_and_falls_within_each_cell_up_as_openstl_bu
 def test_a_geometry_the_model_cannot_run_is_one_error_line(settings, message):
     with pytest.raises(UserError, match=message):
         create_predictor("swinlstm", VideoSpec(1, 48, 48, 2, 2), preset="tiny", **{**D_SMALL, **settings})
+
+
+@pytest.mark.parametrize("name", ["swinlstm-d", "swinlstm-b"])
+def test_openstls_weights_predict_the_same_on_the_fast_path(name):
+    from test_foreign import EXPECTED, SPEC, openstl_model, seeded_input
+
+    model, _ = openstl_model(name)
+    prepare_execution(model, torch.device("cpu"), "fp32", channels_last=True)  # the bf16 runs' layout, in fp32
+    with torch.no_grad():
+        assert (model(seeded_input(), SPEC.future) - EXPECTED[name]["output"]).abs().max() <= 1e-6
