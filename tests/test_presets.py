@@ -1,7 +1,7 @@
 """Presets that cite a reference config equal it: each value below is typed from the cited file (OpenSTL c74deb5's
 configs/, its fork duyhlzu/GMG's, thuml/MotionRNN's script, HKO-7's and CW-VAE's configs, STIPHR's and STRPM's
-configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py, SwinLSTM's configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
-from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
+configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py, SwinLSTM's configs.py), not from vpbench,
+and the resolved preset must hold it. Training lengths converted from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
 
 OpenSTL's configs give num_hidden as '128,128,128,128' (num_layers 4 x num_hidden 128), its scheduled sampling as
 sampling_changing_rate 0.00002 (= 1 / sampling_stop_iter 50000) and `sched` ('onecycle' / 'cosine'); the STIP,
