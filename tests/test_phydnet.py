@@ -154,12 +154,17 @@ def test_reference_loss_is_openstls_training_step():
     assert abs(ours - expected) > 1.0  # the paper's loss is another number
 
 
-def test_openstl_checkpoints_drop_the_second_copies_and_k2ms_constants():
+def test_openstl_checkpoints_drop_the_second_copies_and_k2ms_constants(tmp_path):
     _, checkpoint = openstl_model()
     dropped = next(note for note in checkpoint.notes if note.startswith("dropped"))
     assert dropped.startswith("dropped 18 tensors OpenSTL saves a second time (the PhyCell and the ConvLSTM, also "
                               "under the encoder) or recomputes (K2M's constant matrices): ")
     assert "k2m._M0" in dropped and "convcell.cell_list.*.conv.weight (x3)" in dropped
+    # OpenSTL's bare state dicts (its .pth files) are told apart by their names too.
+    lightning = torch.load(FIXTURES / "phydnet.ckpt", weights_only=True)["state_dict"]
+    torch.save({k.removeprefix("model."): v for k, v in lightning.items()}, tmp_path / "phydnet.pth")
+    bare = read_checkpoint(tmp_path / "phydnet.pth", PREDICTORS.get("phydnet"))
+    assert bare.notes[0] == "OpenSTL checkpoint (a bare state dict)" and bare.tensors.keys() == checkpoint.tensors.keys()
 
 
 def test_bench_eval_takes_an_openstl_checkpoint(tmp_path, monkeypatch):
