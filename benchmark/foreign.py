@@ -55,7 +55,9 @@ class ReferenceLayout:
     parts: tuple[str, ...] = ()
     # (regex on the reference's whole name, replacement: a template or a function of the match), first match wins
     renames: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = ()
-    unused: str = ""  # regex of the reference's tensors that its forward never calls: dropped
+    unused: str = ""  # regex of the reference's tensors that its forward never calls (or saves twice): dropped
+    # what the notes say of the dropped tensors, after the source's name (tensors a file holds twice, or constants)
+    unused_reason: str = "creates but never calls"
     own: str = ""  # regex of this model's tensors such files do not hold (a discriminator): the model keeps its own
     settings: Mapping[str, tuple[Any, str]] = field(default_factory=dict)  # config key -> (value needed, why)
     colour_settings: Mapping[str, tuple[Any, str]] = field(default_factory=dict)  # the same, for 3-channel frames
@@ -233,7 +235,7 @@ def _mapped(path: Path, tensors: dict[str, Tensor], layout: ReferenceLayout, how
     if renamed:
         notes.append(f"{_count(renamed)} renamed to vpbench's names")
     if dropped:
-        notes.append(f"dropped {_count(len(dropped))} {layout.source} creates but never calls: {_summary(dropped)}")
+        notes.append(f"dropped {_count(len(dropped))} {layout.source} {layout.unused_reason}: {_summary(dropped)}")
     return Checkpoint(path, kept, layout, notes)
 
 

@@ -4,10 +4,11 @@ configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py), not from vp
 from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
 
 OpenSTL's configs give num_hidden as '128,128,128,128' (num_layers 4 x num_hidden 128), its scheduled sampling as
-sampling_changing_rate 0.00002 (= 1 / sampling_stop_iter 50000) and `sched` ('onecycle' / 'cosine'); the STIP,
-STRPM and MAU authors' as sampling_changing_rate = 1 / sampling_stop_iter, lr_decay 0.90 every delay_interval 2000
-(lr_gamma, lr_step_every), lr_d (d_lr) and D_num_hidden (d_hidden). MAU's configs give filter_size 5 (OpenSTL) or
-(5, 5) (the authors'), and num_hidden '64,64,64,64' (OpenSTL) or num_layers 4 x num_hidden 64 (the authors'). A batch_size is the file's, per GPU where its comment runs
+sampling_changing_rate 0.00002 (= 1 / sampling_stop_iter 50000), `sched` ('onecycle' / 'cosine') and PhyDNet's
+encoder stride as patch_size (downsample); the STIP, STRPM and MAU authors' as sampling_changing_rate = 1 /
+sampling_stop_iter, lr_decay 0.90 every delay_interval 2000 (lr_gamma, lr_step_every), lr_d (d_lr) and D_num_hidden
+(d_hidden). MAU's configs give filter_size 5 (OpenSTL) or (5, 5) (the authors'), and num_hidden '64,64,64,64'
+(OpenSTL) or num_layers 4 x num_hidden 64 (the authors'). A batch_size is the file's, per GPU where its comment runs
 it on several (e3d-lstm kth: "bs = 8 x 2GPUs"; mim and e3d-lstm human: "4 x bs4 = bs16"; simvp kth: "2 x 8GPUs").
 """
 from __future__ import annotations
@@ -80,6 +81,12 @@ CITED = [
                                    ("mlpmixer", "MLPMixer", 1e-3), ("moganet", "MogaNet", 1e-3),
                                    ("poolformer", "Poolformer", 1e-3), ("swin", "Swin", 1e-3),
                                    ("uniformer", "Uniformer", 5e-4), ("van", "VAN", 1e-3), ("vit", "ViT", 5e-4)]],
+    ("phydnet", "mmnist", dict(downsample=4, lr=1e-3, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/mmnist/PhyDNet.py"),
+    ("phydnet", "kth-10to20", dict(downsample=4, lr=1e-3, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/kth/PhyDNet.py"),
+    ("phydnet", "human36m-openstl", dict(downsample=4, lr=1e-4, batch_size=16, lr_schedule="cosine"),
+     "OpenSTL configs/human/PhyDNet.py"),
     ("motionrnn", "mmnist", dict(MMNIST_RNN, lr=3e-4), "duyhlzu/GMG configs/mmnist/MotionRNN.py"),
     ("motionrnn", "human36m-128", dict(RNN, num_hidden=64, patch_size=4, lr=3e-4, batch_size=8, max_iterations=80_000),
      "thuml/MotionRNN human_script/MotionRNN_PredRNN_human_train.sh"),
