@@ -288,7 +288,7 @@ class MMVP(Predictor):
                               quick_iterations=200, val_every=200, grad_clip=1.0),
     }
     # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
-    presets["tiny"] = tiny_preset(presets["moving-digits"], hid_S=4, hid_T=4, lr=5e-3, batch_size=2)
+    presets["tiny"] = tiny_preset(presets["moving-digits"], hid_S=8, hid_T=8, lr=3e-3, batch_size=4)
 
     def __init__(self, spec: VideoSpec, config: MMVPConfig) -> None:
         super().__init__(spec, config)
