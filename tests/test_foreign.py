@@ -55,7 +55,12 @@ DROPPED = {"convlstm": "dropped 4 tensors OpenSTL creates but never calls: cell_
            "predrnn-pp": "dropped 2 tensors OpenSTL creates but never calls: cell_list.*.conv_o.*.weight (x2)",
            "mim": "dropped 1 tensor OpenSTL creates but never calls: stlstm_layer_diff.*.conv_last.weight",
            **dict.fromkeys(("mau", "mau-recall"), "dropped 4 tensors OpenSTL creates but never calls: "
-                                                  "conv_last_sr.bias, conv_last_sr.weight, merge.bias, merge.weight")}
+                                                  "conv_last_sr.bias, conv_last_sr.weight, merge.bias, merge.weight"),
+           "mmvp": "dropped 18 tensors OpenSTL creates but never calls: hid.predictor.fuse_conv.weight, "
+                   "hid.scale_fuser_1.conv.conv.*.weight, hid.scale_fuser_1.up.bias, hid.scale_fuser_1.up.weight, "
+                   "hid.scale_fuser_2.*.bias (x4), hid.scale_fuser_2.*.weight (x4), "
+                   "hid.scale_fuser_2.*.num_batches_tracked (x2), hid.scale_fuser_2.*.running_mean (x2), "
+                   "hid.scale_fuser_2.*.running_var (x2)"}
 SWITCHES = {"convlstm": ("forget_bias", 0.0, 1.0), "e3d-lstm": ("reference_cell", True, False),
             "simvp-swin": ("swin_mask", False, True)}
 
@@ -100,7 +105,8 @@ def test_bare_state_dicts_are_told_apart_by_the_references_own_names(tmp_path):
 
 
 CLI_MODELS = {"convlstm": "convlstm", "predrnn-pp": "predrnn-pp", "mim": "mim", "simvp-incepu": "simvp",
-              "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau", "mau-recall": "mau"}
+              "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau", "mau-recall": "mau",
+              "mmvp": "mmvp"}
 
 
 def test_bench_eval_loads_openstl_checkpoints_strictly_and_records_what_it_did(tmp_path, monkeypatch):
