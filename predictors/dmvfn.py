@@ -13,8 +13,9 @@ model/arch.py) with the number of blocks, their widths and scales made settings:
   by a PReLU.
 - The routing module (two 3x3 convolutions, a ReLU between, global average pooling, a linear layer, a sigmoid) reads
   the two frames and gives each block a probability, scaled so that they sum to beta x num_block (clamped to [0, 1]);
-  each block's gate is a Bernoulli sample of its probability (the paper's "differentiable Bernoulli sampling", its
-  Fig. 2 (d): a straight-through estimator passes the gate's gradient to the probability; not a Gumbel-softmax).
+  each block's gate is a Bernoulli sample of its probability (the paper's Fig. 2 (d), a "differentiable Bernoulli
+  sample": in both references a straight-through estimator passes the gate's gradient to the probability; there is
+  no Gumbel-softmax).
 - Training (`training_loss`): every block runs on every consecutive triple of the clip (two frames in, the third the
   target, teacher forced), the flow and mask accumulating each block's increment times its gate; block i's output is
   the frames warped as if it had run on the accumulated state (the last block's: the accumulated state itself), and
@@ -35,6 +36,7 @@ What differs from OpenSTL, and the settings that reproduce it:
   gradients once per batch, so each step applies the sum of the gradients of the triples so far; the authors train
   on batches of 3-frame clips, one step each. Here one step per batch on the mean loss over all its triples (the
   authors' step on a batch of B x (T - 2) triples), so the schedule counts batches as every vpbench predictor.
+  OpenSTL's stepping is not reproduced: the harness steps a schedule with each optimizer step, once an iteration.
 - Left out: the perceptual term of the loss, 0.5 (`coef`) x the distance of ImageNet VGG19 features (OpenSTL's and the
   authors' `VGGPerceptualLoss`), whose weights vpbench does not download; the authors' AdamW with warm-up and cosine
   (OpenSTL uses Adam with its configs' schedules, as the presets here).
@@ -175,14 +177,12 @@ def _put(full: Tensor, rows: Tensor | None, part: Tensor) -> Tensor:
 
 # OpenSTLv0.3.0's DMVFN_Model: the blocks as `stu.N` with OpenSTL's part names, the routing as `routing.routing` and
 # `l1`. Its runs save bare state dicts (Recorder: checkpoint.pth) and {"state_dict": ...} (latest.pth), unprefixed.
+OPENSTL_PARTS = {"conv0": "coarse", "convblock": "body", "conv_sq": "squeeze", "conv1.0": "fine",
+                 "convblock1.0": "fine_body", "lastconv": "head"}
 OPENSTL = ReferenceLayout(
     "OpenSTL",
-    renames=((r"stu\.(\d+)\.conv0\.(.*)", r"blocks.\1.coarse.\2"),
-             (r"stu\.(\d+)\.convblock\.(.*)", r"blocks.\1.body.\2"),
-             (r"stu\.(\d+)\.conv_sq\.(.*)", r"blocks.\1.squeeze.\2"),
-             (r"stu\.(\d+)\.conv1\.0\.(.*)", r"blocks.\1.fine.\2"),
-             (r"stu\.(\d+)\.convblock1\.0\.(.*)", r"blocks.\1.fine_body.\2"),
-             (r"stu\.(\d+)\.lastconv\.(.*)", r"blocks.\1.head.\2"),
+    renames=((r"stu\.(\d+)\.(conv0|convblock|conv_sq|conv1\.0|convblock1\.0|lastconv)\.(.*)",
+              lambda m: f"blocks.{m[1]}.{OPENSTL_PARTS[m[2]]}.{m[3]}"),
              (r"routing\.routing\.(.*)", r"router.\1"),
              (r"l1\.(.*)", r"router_head.\1")),
     recognise=r"stu\.\d+\.lastconv\.weight")
@@ -221,6 +221,8 @@ class DMVFN(StochasticPredictor):
     def __init__(self, spec: VideoSpec, config: DMVFNConfig) -> None:
         super().__init__(spec, config)
         n = config.num_block
+        if spec.context < 2:
+            raise UserError(f"dmvfn predicts from the last two frames; the protocol's context is {spec.context}")
         if len(config.num_features) != n or len(config.scale) != n:
             raise UserError(f"dmvfn: num_features ({len(config.num_features)} values) and scale "
                             f"({len(config.scale)}) must give one value per block (num_block={n})")

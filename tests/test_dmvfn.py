@@ -120,8 +120,9 @@ def test_the_gates_pass_their_gradient_straight_to_the_routing():
     (dict(num_block=2), "one value per block"),
     (dict(scale=(32, 2, 1)), "divisible by 128"),
     (dict(height=48), "divisible by 32"),  # 5 Laplacian levels for frames wider than 32 pixels
+    (dict(context=1), "the last two frames"),
 ])
 def test_settings_that_cannot_build_are_one_error_line(settings, message):
-    spec = VideoSpec(1, settings.pop("height", 64), 64, 2, 1)
+    spec = VideoSpec(1, settings.pop("height", 64), 64, settings.pop("context", 2), 1)
     with pytest.raises(UserError, match=message):
         create_predictor("dmvfn", spec, preset="tiny", **settings)
