@@ -170,6 +170,11 @@ def laplacian_l1(prediction: Tensor, target: Tensor, levels: int) -> Tensor:
                                                 laplacian_pyramid(target, levels)))
 
 
+def _take(full: Tensor, rows: Tensor | None) -> Tensor:
+    """`full`'s `rows` (all of them when None)."""
+    return full if rows is None else full.index_select(0, rows)
+
+
 def _put(full: Tensor, rows: Tensor | None, part: Tensor) -> Tensor:
     """`full` with `part` in place of its `rows` (all of them when None)."""
     return part if rows is None else full.index_copy(0, rows, part)
@@ -277,11 +282,11 @@ class DMVFN(StochasticPredictor):
                 continue
             # only the sequences that run the block compute it
             rows = None if on.all() else on.nonzero().squeeze(1)
-            pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))  # noqa: E731
-            i0, i1 = pick(img0), pick(img1)
-            flow_d, mask_d = block(torch.cat([i0, i1, pick(warped0), pick(warped1), pick(mask)], 1), pick(flow), scale)
-            new_flow = pick(flow) + flow_d
-            flow, mask = _put(flow, rows, new_flow), _put(mask, rows, pick(mask) + mask_d)
+            i0, i1, old_flow, old_mask = (_take(t, rows) for t in (img0, img1, flow, mask))
+            x = torch.cat([i0, i1, _take(warped0, rows), _take(warped1, rows), old_mask], 1)
+            flow_d, mask_d = block(x, old_flow, scale)
+            new_flow = old_flow + flow_d
+            flow, mask = _put(flow, rows, new_flow), _put(mask, rows, old_mask + mask_d)
             warped0 = _put(warped0, rows, warp(i0, new_flow[:, :2]))
             warped1 = _put(warped1, rows, warp(i1, new_flow[:, 2:4]))
             ran = ran | on
