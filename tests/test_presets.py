@@ -1,6 +1,6 @@
 """Presets that cite a reference config equal it: each value below is typed from the cited file (OpenSTL c74deb5's
 configs/, its fork duyhlzu/GMG's, thuml/MotionRNN's script, HKO-7's and CW-VAE's configs, STIPHR's and STRPM's
-configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
+configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py; DMVFN's from OpenSTL's branch OpenSTLv0.3.0), not from vpbench, and the resolved preset must hold it. Training lengths converted
 from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
 
 OpenSTL's configs give num_hidden as '128,128,128,128' (num_layers 4 x num_hidden 128), its scheduled sampling as
@@ -38,6 +38,9 @@ HKO7 = dict(num_filters=(64, 96, 96), first_conv=(16, 3, 1, 1), last_deconv=(16,
             lr_step_every=20_000, val_every=5_000)
 CWVAE = dict(levels=3, tmp_abs_factor=6, enc_dense_embed_size=1000, cell_stoch_size=20, cell_deter_size=200,
              cell_embed_size=200, batch_size=50, train_length=100)
+# OpenSTLv0.3.0's DMVFN configs (the model part is the same in all three; coef, the perceptual loss, is left out).
+DMVFN = dict(routing_out_channels=32, num_block=9, num_features=(160, 160, 160, 80, 80, 80, 44, 44, 44),
+             scale=(4, 4, 4, 2, 2, 2, 1, 1, 1), beta=0.5, gamma=0.8)
 
 # (predictor, preset, the file's values, the file)
 CITED = [
@@ -113,6 +116,12 @@ CITED = [
     ("strpm", "ucf-sports", dict(STRPM_MODEL, sr_size=4, **schedule(100_000, 20_000)), "STRPM configs/ucfsport_configs.py"),
     ("strpm", "human36m", dict(STRPM_MODEL, sr_size=8, **schedule(100_000, 50_000)), "STRPM configs/human36m_configs.py"),
     ("strpm", "sjtu4k", dict(STRPM_MODEL, sr_size=16, **schedule(40_000, 20_000)), "STRPM configs/sjtu4k_configs.py"),
+    ("dmvfn", "mmnist", dict(DMVFN, lr=1e-4, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL (OpenSTLv0.3.0) configs/mmnist/DMVFN.py"),
+    ("dmvfn", "kth-10to20", dict(DMVFN, lr=5e-5, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL (OpenSTLv0.3.0) configs/kth/DMVFN.py"),
+    ("dmvfn", "human36m-openstl", dict(DMVFN, lr=1e-3, batch_size=16, lr_schedule="cosine"),
+     "OpenSTL (OpenSTLv0.3.0) configs/human/DMVFN.py"),
 ]
 ROWS = [(predictor, preset, key, value, source) for predictor, preset, values, source in CITED
         for key, value in values.items()]
