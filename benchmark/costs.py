@@ -205,15 +205,25 @@ class _OperatorLog(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@contextlib.contextmanager
+def _seeded_draws(device: torch.device) -> Iterator[None]:
+    """The global RNG seeded alike for each counting pass, and left as it was: a predictor whose computation depends
+    on its draws (DMVFN's routing picks the blocks that run) runs the same operators in both."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        yield
+
+
 def count_flops(model: Predictor, context: Tensor, future: int) -> FlopCount:
-    """FLOPs of predicting `future` frames from `context` [1, Tc, C, H, W] (batch 1), both ways."""
+    """FLOPs of predicting `future` frames from `context` [1, Tc, C, H, W] (batch 1), both ways; random draws inside
+    the forward come from the same fixed seed in both passes (a stochastic predictor's count is that draw's)."""
     from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
     was_training = model.training
     model.eval()
     try:
         rollout = _Rollout(model, future)
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _seeded_draws(context.device):
             # torch.jit's deprecation notice at fvcore's import, and tracer warnings about Python control flow
             # (the rollout's length is fixed, so the trace is the computation).
             warnings.simplefilter("ignore")
@@ -226,7 +236,7 @@ def count_flops(model: Predictor, context: Tensor, future: int) -> FlopCount:
             uncounted = {op: int(n) for op, n in analysis.unsupported_ops().items()}
         # A second pass: under torch's dispatch-mode counter the tracer would not see the operations.
         counter, log = FlopCounterMode(display=False), _OperatorLog()
-        with counter, log, torch.no_grad():
+        with counter, log, torch.no_grad(), _seeded_draws(context.device):
             model(context, future)
         torch_by_op = {str(op): int(n) // 2 for op, n in counter.get_flop_counts().get("Global", {}).items()}
         with_formula = {str(op) for op in flop_registry}

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 CHECKPOINT_KIND = "vpbench-checkpoint"
 CHECKPOINT_FORMAT = f"{CHECKPOINT_KIND}-1"
 LIGHTNING_PREFIX = "model."  # a LightningModule holds the network as `self.model` (OpenSTL's Base_method)
+# what tells a Lightning checkpoint from other {"state_dict": ...} files (OpenSTL's pre-Lightning latest.pth)
+LIGHTNING_VERSION = "pytorch-lightning_version"
 
 
 @dataclass(frozen=True)
@@ -47,15 +49,17 @@ class ReferenceLayout:
     """How a reference implementation's checkpoint files hold one predictor's weights."""
 
     source: str  # whose files, as the notes name them: "OpenSTL" (checkpoint, weights), "official STIP"
-    # "lightning": a Lightning checkpoint ({"state_dict": ...}) or a bare state dict, either with the `model.`
-    # prefix; "net_param": {"net_param": state dict} (the STIP / STRPM / MotionRNN authors' files); "mxnet":
-    # MXNet parameter files (`Module.save_checkpoint`), one per name in `parts` (`<part>-<epoch>.params`, side by
-    # side; the user names any one of them), read together.
+    # "lightning": a Lightning checkpoint ({"state_dict": ...}; OpenSTL's pre-Lightning runs save their latest.pth
+    # so too) or a bare state dict, either with the `model.` prefix; "net_param": {"net_param": state dict} (the
+    # STIP / STRPM / MotionRNN authors' files); "mxnet": MXNet parameter files (`Module.save_checkpoint`), one per
+    # name in `parts` (`<part>-<epoch>.params`, side by side; the user names any one of them), read together.
     container: Literal["lightning", "net_param", "mxnet"] = "lightning"
     parts: tuple[str, ...] = ()
     # (regex on the reference's whole name, replacement: a template or a function of the match), first match wins
     renames: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = ()
-    unused: str = ""  # regex of the reference's tensors that its forward never calls: dropped
+    unused: str = ""  # regex of the reference's tensors that its forward never calls (or saves twice): dropped
+    # what the notes say of the dropped tensors, after the source's name (tensors a file holds twice, or constants)
+    unused_reason: str = "creates but never calls"
     own: str = ""  # regex of this model's tensors such files do not hold (a discriminator): the model keeps its own
     settings: Mapping[str, tuple[Any, str]] = field(default_factory=dict)  # config key -> (value needed, why)
     colour_settings: Mapping[str, tuple[Any, str]] = field(default_factory=dict)  # the same, for 3-channel frames
@@ -194,7 +198,8 @@ def _unwrap(state: Any, layout: ReferenceLayout, path: Path) -> tuple[dict[str, 
         tensors = {k[len(LIGHTNING_PREFIX):]: v for k, v in tensors.items()}
     if not (lightning or prefixed or layout.carries_own_names(tensors)):
         return None
-    how = ["a Lightning checkpoint's state_dict" if lightning else "a bare state dict"]
+    how = [("a Lightning checkpoint's state_dict" if LIGHTNING_VERSION in state else "a checkpoint's state_dict")
+           if lightning else "a bare state dict"]
     if prefixed:
         how.append(f"'{LIGHTNING_PREFIX}' prefix removed")
     return tensors, how
@@ -233,7 +238,7 @@ def _mapped(path: Path, tensors: dict[str, Tensor], layout: ReferenceLayout, how
     if renamed:
         notes.append(f"{_count(renamed)} renamed to vpbench's names")
     if dropped:
-        notes.append(f"dropped {_count(len(dropped))} {layout.source} creates but never calls: {_summary(dropped)}")
+        notes.append(f"dropped {_count(len(dropped))} {layout.source} {layout.unused_reason}: {_summary(dropped)}")
     return Checkpoint(path, kept, layout, notes)
 
 

@@ -108,6 +108,32 @@ def test_a_same_padded_convolution_is_counted_by_both():
     assert "aten::_convolution_mode" not in flops.uncounted
 
 
+class _Routed(Predictor):
+    """Not registered: runs a convolution or not by a coin flip from the global RNG (as DMVFN's routing does)."""
+
+    def __init__(self, spec: VideoSpec) -> None:
+        super().__init__(spec, None)
+        self.convs = nn.ModuleList(nn.Conv2d(spec.channels, spec.channels, 3, padding=1) for _ in range(16))
+
+    def forward(self, context, future):
+        x = context[:, -1]
+        for conv, gate in zip(self.convs, torch.rand(len(self.convs)) < 0.5):
+            x = conv(x) if gate else x
+        return x[:, None].expand(-1, future, -1, -1, -1)
+
+
+def test_a_forward_that_draws_what_it_computes_is_counted_on_the_same_draws():
+    spec = VideoSpec(1, 16, 16, 2, 2)
+    model = _Routed(spec)
+    counts = []
+    for seed in (1, 2, 3):  # whatever the global RNG's state, the same draws (a fixed seed), and left as it was
+        torch.manual_seed(seed)
+        state = torch.get_rng_state()
+        counts.append(count_flops(model, _context(spec), spec.future))
+        assert torch.equal(torch.get_rng_state(), state)
+    assert all(c.fvcore == c.torch == counts[0].fvcore > 0 for c in counts)
+
+
 def test_layer_norm_is_named_and_left_out_on_both_sides():
     spec = VideoSpec(1, 16, 16, 2, 2)
     plain = count_flops(_Toy(spec, norm=False), _context(spec), spec.future)

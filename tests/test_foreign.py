@@ -23,6 +23,11 @@ FIXTURES = Path(__file__).parent / "fixtures" / "openstl"
 EXPECTED = {name: entry for path in sorted(FIXTURES.glob("expected*.pt"))
             for name, entry in torch.load(path, weights_only=True).items()}
 SPEC = VideoSpec(1, 64, 64, 2, 3)  # make.py's CONTEXT, FUTURE, SIZE
+FORWARD_SEED = 0  # make.py's: DMVFN draws its routing from torch's global generator, seeded so before each run
+# How each file holds its weights: OpenSTL's Lightning checkpoints, but DMVFN's, from its pre-Lightning branch
+# (OpenSTLv0.3.0), which saves the best model's bare state dict (Recorder: checkpoint.pth).
+LIGHTNING = "OpenSTL checkpoint (a Lightning checkpoint's state_dict, 'model.' prefix removed)"
+FIRST_NOTE = {"dmvfn": "OpenSTL checkpoint (a bare state dict)"}
 
 
 def seeded_input() -> torch.Tensor:
@@ -43,10 +48,11 @@ def openstl_model(name: str, **changes):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_openstl_checkpoints_predict_what_openstl_predicted(name):
     model, checkpoint = openstl_model(name)
+    torch.manual_seed(FORWARD_SEED)
     with torch.no_grad():
         output = model(seeded_input(), SPEC.future)
     assert (output - EXPECTED[name]["output"]).abs().max() < 1e-6
-    assert checkpoint.notes[0] == "OpenSTL checkpoint (a Lightning checkpoint's state_dict, 'model.' prefix removed)"
+    assert checkpoint.notes[0] == FIRST_NOTE.get(name, LIGHTNING)
 
 
 # What each OpenSTL model holds that no forward calls, and the settings its weights need.
@@ -56,6 +62,11 @@ DROPPED = {"convlstm": "dropped 4 tensors OpenSTL creates but never calls: cell_
            "mim": "dropped 1 tensor OpenSTL creates but never calls: stlstm_layer_diff.*.conv_last.weight",
            **dict.fromkeys(("mau", "mau-recall"), "dropped 4 tensors OpenSTL creates but never calls: "
                                                   "conv_last_sr.bias, conv_last_sr.weight, merge.bias, merge.weight"),
+           "mmvp": "dropped 18 tensors OpenSTL creates but never calls: hid.predictor.fuse_conv.weight, "
+                   "hid.scale_fuser_1.conv.conv.*.weight, hid.scale_fuser_1.up.bias, hid.scale_fuser_1.up.weight, "
+                   "hid.scale_fuser_2.*.bias (x4), hid.scale_fuser_2.*.weight (x4), "
+                   "hid.scale_fuser_2.*.num_batches_tracked (x2), hid.scale_fuser_2.*.running_mean (x2), "
+                   "hid.scale_fuser_2.*.running_var (x2)",
            # Every Swin block inherits `red`, which only the even-numbered ones call; D's up path embeds nothing.
            "swinlstm-d": "dropped 12 tensors OpenSTL creates but never calls: "
                          "Downsample.layers.*.STBs.*.red.bias (x2), Downsample.layers.*.STBs.*.red.weight (x2), "
@@ -121,15 +132,19 @@ def test_a_bare_swinlstm_state_dict_is_told_by_its_never_called_tensors(tmp_path
 
 CLI_MODELS = {"convlstm": "convlstm", "predrnn-pp": "predrnn-pp", "mim": "mim", "simvp-incepu": "simvp",
               "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau", "mau-recall": "mau",
+              "mmvp": "mmvp", "dmvfn": "dmvfn",
               "swinlstm-d": "swinlstm"}
+
+
+def _cli_value(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
 def test_bench_eval_loads_openstl_checkpoints_strictly_and_records_what_it_did(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for fixture, predictor in CLI_MODELS.items():
-        values = {k: ",".join(map(str, v)) if isinstance(v, tuple) else v  # lists as the command line takes them
-                  for k, v in EXPECTED[fixture]["settings"].items()}
-        sets = [a for k, v in values.items() for a in ("--set", f"{predictor}.{k}={v}")]
+        sets = [a for k, v in EXPECTED[fixture]["settings"].items()
+                for a in ("--set", f"{predictor}.{k}={_cli_value(v)}")]
         proc = CliRunner().invoke(app, ["eval", "--models", predictor, "--dataset", "moving-digits", "--context", "2",
                                         "--horizon", "3", "--set", "data.test_size=2", "--out", fixture, *sets,
                                         "--checkpoint", str(FIXTURES / f"{fixture}.ckpt")])
@@ -169,3 +184,50 @@ def test_tau_trains_on_mse_plus_alpha_times_the_regulariser():
     regulariser = differential_divergence(prediction, clip[:, 2:])
     assert float(regulariser) > 1e-4
     assert abs(float(loss) - float(mse + 0.5 * regulariser)) < 1e-6
+
+
+def routing_batch() -> torch.Tensor:
+    """make.py's `routing_batch`: three sequences' context, on which OpenSTL's DMVFN ran as one batch."""
+    return torch.rand(3, SPEC.context, 1, SPEC.height, SPEC.width, generator=torch.Generator().manual_seed(4))
+
+
+def test_dmvfn_reference_routing_is_what_makes_a_batch_predict_as_openstl():
+    """OpenSTL skips a block for the whole batch where the FIRST sequence's gate is 0 (`ref[0, i]`); vpbench routes
+    each sequence by its own gates unless `reference_routing`, which OpenSTL's weights do not need (set by no file)."""
+    model, checkpoint = openstl_model("dmvfn")
+    assert not model.config.reference_routing and not any("reference_routing" in n for n in checkpoint.notes)
+    expected = EXPECTED["dmvfn"]["batch_output"]
+    outputs = {}
+    for reference in (True, False):
+        model.config.reference_routing = reference
+        torch.manual_seed(FORWARD_SEED)
+        with torch.no_grad():
+            outputs[reference] = model(routing_batch(), SPEC.future)
+    assert (outputs[True] - expected).abs().max() < 1e-6
+    # The first sequence draws the same gates either way (1e-5: computed in a sub-batch of its own), the others differ.
+    assert (outputs[False][0] - expected[0]).abs().max() < 1e-4
+    assert all((outputs[False][i] - expected[i]).abs().max() > 1e-2 for i in (1, 2))
+
+
+def test_openstl_pre_lightning_run_files_load_both_ways(tmp_path):
+    """OpenSTLv0.3.0 saves a run's best model bare (Recorder: checkpoint.pth, the fixture) and its last state as
+    {"epoch", "optimizer", "state_dict", "scheduler"} (BaseExperiment._save: latest.pth), neither prefixed."""
+    import torch.optim
+
+    bare = torch.load(FIXTURES / "dmvfn.ckpt", weights_only=True)
+    weights = [torch.nn.Parameter(v.clone()) for v in bare.values()]
+    optimizer = torch.optim.Adam(weights, lr=1e-4)
+    sum(w.sum() for w in weights).backward()
+    optimizer.step()
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-4, total_steps=10)
+    torch.save({"epoch": 3, "optimizer": optimizer.state_dict(), "state_dict": bare,
+                "scheduler": schedule.state_dict()}, tmp_path / "latest.pth")
+    cls = PREDICTORS.get("dmvfn")
+    latest = read_checkpoint(tmp_path / "latest.pth", cls)
+    assert latest.notes[:2] == ["OpenSTL checkpoint (a checkpoint's state_dict)",
+                                "110 tensors renamed to vpbench's names"]
+    assert read_checkpoint(FIXTURES / "dmvfn.ckpt", cls).tensors.keys() == latest.tensors.keys()
+    model = create_predictor(cls, SPEC, **EXPECTED["dmvfn"]["settings"])
+    load_into(model, latest)
+    assert torch.equal(model.blocks[0].head.weight, bare["stu.0.lastconv.weight"])
+    assert torch.equal(model.router_head.bias, bare["l1.bias"])

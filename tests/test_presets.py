@@ -1,13 +1,15 @@
 """Presets that cite a reference config equal it: each value below is typed from the cited file (OpenSTL c74deb5's
 configs/, its fork duyhlzu/GMG's, thuml/MotionRNN's script, HKO-7's and CW-VAE's configs, STIPHR's and STRPM's
-configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py, SwinLSTM's configs.py), not from vpbench,
-and the resolved preset must hold it. Training lengths converted from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
+configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py; DMVFN's from OpenSTL's branch OpenSTLv0.3.0; SwinLSTM's
+configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
+from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
 
 OpenSTL's configs give num_hidden as '128,128,128,128' (num_layers 4 x num_hidden 128), its scheduled sampling as
-sampling_changing_rate 0.00002 (= 1 / sampling_stop_iter 50000) and `sched` ('onecycle' / 'cosine'); the STIP,
-STRPM and MAU authors' as sampling_changing_rate = 1 / sampling_stop_iter, lr_decay 0.90 every delay_interval 2000
-(lr_gamma, lr_step_every), lr_d (d_lr) and D_num_hidden (d_hidden). MAU's configs give filter_size 5 (OpenSTL) or
-(5, 5) (the authors'), and num_hidden '64,64,64,64' (OpenSTL) or num_layers 4 x num_hidden 64 (the authors'). A batch_size is the file's, per GPU where its comment runs
+sampling_changing_rate 0.00002 (= 1 / sampling_stop_iter 50000), `sched` ('onecycle' / 'cosine') and PhyDNet's
+encoder stride as patch_size (downsample); the STIP, STRPM and MAU authors' as sampling_changing_rate = 1 /
+sampling_stop_iter, lr_decay 0.90 every delay_interval 2000 (lr_gamma, lr_step_every), lr_d (d_lr) and D_num_hidden
+(d_hidden). MAU's configs give filter_size 5 (OpenSTL) or (5, 5) (the authors'), and num_hidden '64,64,64,64'
+(OpenSTL) or num_layers 4 x num_hidden 64 (the authors'). A batch_size is the file's, per GPU where its comment runs
 it on several (e3d-lstm kth: "bs = 8 x 2GPUs"; mim and e3d-lstm human: "4 x bs4 = bs16"; simvp kth: "2 x 8GPUs").
 """
 from __future__ import annotations
@@ -37,6 +39,9 @@ HKO7 = dict(num_filters=(64, 96, 96), first_conv=(16, 3, 1, 1), last_deconv=(16,
             lr_step_every=20_000, val_every=5_000)
 CWVAE = dict(levels=3, tmp_abs_factor=6, enc_dense_embed_size=1000, cell_stoch_size=20, cell_deter_size=200,
              cell_embed_size=200, batch_size=50, train_length=100)
+# OpenSTLv0.3.0's DMVFN configs (the model part is the same in all three; coef, the perceptual loss, is left out).
+DMVFN = dict(routing_out_channels=32, num_block=9, num_features=(160, 160, 160, 80, 80, 80, 44, 44, 44),
+             scale=(4, 4, 4, 2, 2, 2, 1, 1, 1), beta=0.5, gamma=0.8)
 
 # (predictor, preset, the file's values, the file)
 CITED = [
@@ -80,6 +85,12 @@ CITED = [
                                    ("mlpmixer", "MLPMixer", 1e-3), ("moganet", "MogaNet", 1e-3),
                                    ("poolformer", "Poolformer", 1e-3), ("swin", "Swin", 1e-3),
                                    ("uniformer", "Uniformer", 5e-4), ("van", "VAN", 1e-3), ("vit", "ViT", 5e-4)]],
+    ("phydnet", "mmnist", dict(downsample=4, lr=1e-3, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/mmnist/PhyDNet.py"),
+    ("phydnet", "kth-10to20", dict(downsample=4, lr=1e-3, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/kth/PhyDNet.py"),
+    ("phydnet", "human36m-openstl", dict(downsample=4, lr=1e-4, batch_size=16, lr_schedule="cosine"),
+     "OpenSTL configs/human/PhyDNet.py"),
     ("motionrnn", "mmnist", dict(MMNIST_RNN, lr=3e-4), "duyhlzu/GMG configs/mmnist/MotionRNN.py"),
     ("motionrnn", "human36m-128", dict(RNN, num_hidden=64, patch_size=4, lr=3e-4, batch_size=8, max_iterations=80_000),
      "thuml/MotionRNN human_script/MotionRNN_PredRNN_human_train.sh"),
@@ -88,6 +99,12 @@ CITED = [
     ("mau", "human36m-openstl", dict(MAU, sr_size=4, lr=1e-4, lr_schedule="cosine"), "OpenSTL configs/human/MAU.py"),
     ("mau", "mmnist-authors", dict(MAU, sr_size=4, lr=1e-3, lr_gamma=0.9, lr_step_every=2000, max_iterations=80_000),
      "MAU configs/mnist_train_configs.py"),
+    ("mmvp", "mmnist", dict(hid_S=32, hid_T=192, rrdb_encoder_num=2, rrdb_decoder_num=2, rrdb_enhance_num=2,
+                            downsample_setting=(2, 2, 2), lr=1e-3, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/mmnist/MMVP.py"),
+    ("mmvp", "kth-10to20", dict(hid_S=16, hid_T=96, rrdb_encoder_num=2, rrdb_decoder_num=2, rrdb_enhance_num=2,
+                                downsample_setting=(2, 2, 2), lr=1e-3, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/kth/MMVP.py"),
     # SwinLSTM: OpenSTL's depths_downsample / depths_upsample / num_heads '2,6' / '6,2' / '4,8' (SwinLSTM-D), depths 12
     # and num_heads 4 (SwinLSTM-B); the authors' configs.py: --depths [12], --heads_number [4, 8] (B reads the first).
     ("swinlstm", "mmnist", dict(variant="d", depths_down=(2, 6), depths_up=(6, 2), num_heads=(4, 8), patch_size=2,
@@ -110,6 +127,12 @@ CITED = [
     ("strpm", "ucf-sports", dict(STRPM_MODEL, sr_size=4, **schedule(100_000, 20_000)), "STRPM configs/ucfsport_configs.py"),
     ("strpm", "human36m", dict(STRPM_MODEL, sr_size=8, **schedule(100_000, 50_000)), "STRPM configs/human36m_configs.py"),
     ("strpm", "sjtu4k", dict(STRPM_MODEL, sr_size=16, **schedule(40_000, 20_000)), "STRPM configs/sjtu4k_configs.py"),
+    ("dmvfn", "mmnist", dict(DMVFN, lr=1e-4, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL (OpenSTLv0.3.0) configs/mmnist/DMVFN.py"),
+    ("dmvfn", "kth-10to20", dict(DMVFN, lr=5e-5, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL (OpenSTLv0.3.0) configs/kth/DMVFN.py"),
+    ("dmvfn", "human36m-openstl", dict(DMVFN, lr=1e-3, batch_size=16, lr_schedule="cosine"),
+     "OpenSTL (OpenSTLv0.3.0) configs/human/DMVFN.py"),
 ]
 ROWS = [(predictor, preset, key, value, source) for predictor, preset, values, source in CITED
         for key, value in values.items()]
