@@ -86,6 +86,13 @@ class SwinLSTMConfig(RecurrentConfig):
                                     "blocks; SwinLSTM-B: every block)", PROBABILITY)
 
 
+# OpenSTL's SwinLSTM_D_Model / SwinLSTM_B_Model (Lightning checkpoints, `model.` prefix): our names. Every Swin block
+# inherits `red`, which only the even-numbered ones call; SwinLSTM-D's up path builds a patch embedding it never uses.
+OPENSTL = ReferenceLayout(
+    "OpenSTL", unused=r"(.*\.STBs\.\d*[13579]\.red\.(weight|bias))|(Upsample\.patch_embed\..*)",
+    own=r".*\.STBs\.\d+\.(attn_mask|attn\.relative_position_index)")
+
+
 class SwinLSTMBlock(nn.Module):
     """A Swin block of a cell (the references' STB, a timm SwinTransformerBlock on [B, L, C] tokens): window attention
     over norm1(x), or over red([norm1(x), norm1(second)]) when a second input is given, then an MLP."""
@@ -217,13 +224,6 @@ class OneCell(nn.Module):
     def __init__(self, embed: PatchEmbed, cell: SwinLSTMCell, inflation: PatchInflation) -> None:
         super().__init__()
         self.patch_embed, self.layer, self.patch_inflated = embed, cell, inflation
-
-
-# OpenSTL's SwinLSTM_D_Model / SwinLSTM_B_Model (Lightning checkpoints, `model.` prefix): our names. Every Swin block
-# inherits `red`, which only the even-numbered ones call; SwinLSTM-D's up path builds a patch embedding it never uses.
-OPENSTL = ReferenceLayout(
-    "OpenSTL", unused=r"(.*\.STBs\.\d*[13579]\.red\.(weight|bias))|(Upsample\.patch_embed\..*)",
-    own=r".*\.STBs\.\d+\.(attn_mask|attn\.relative_position_index)")
 
 
 @register_predictor("swinlstm")
