@@ -66,7 +66,15 @@ DROPPED = {"convlstm": "dropped 4 tensors OpenSTL creates but never calls: cell_
                    "hid.scale_fuser_1.conv.conv.*.weight, hid.scale_fuser_1.up.bias, hid.scale_fuser_1.up.weight, "
                    "hid.scale_fuser_2.*.bias (x4), hid.scale_fuser_2.*.weight (x4), "
                    "hid.scale_fuser_2.*.num_batches_tracked (x2), hid.scale_fuser_2.*.running_mean (x2), "
-                   "hid.scale_fuser_2.*.running_var (x2)"}
+                   "hid.scale_fuser_2.*.running_var (x2)",
+           # Every Swin block inherits `red`, which only the even-numbered ones call; D's up path embeds nothing.
+           "swinlstm-d": "dropped 12 tensors OpenSTL creates but never calls: "
+                         "Downsample.layers.*.STBs.*.red.bias (x2), Downsample.layers.*.STBs.*.red.weight (x2), "
+                         "Upsample.layers.*.STBs.*.red.bias (x2), Upsample.layers.*.STBs.*.red.weight (x2), "
+                         "Upsample.patch_embed.norm.bias, Upsample.patch_embed.norm.weight, "
+                         "Upsample.patch_embed.proj.bias, Upsample.patch_embed.proj.weight",
+           "swinlstm-b": "dropped 2 tensors OpenSTL creates but never calls: ST.layer.STBs.*.red.bias, "
+                         "ST.layer.STBs.*.red.weight"}
 SWITCHES = {"convlstm": ("forget_bias", 0.0, 1.0), "e3d-lstm": ("reference_cell", True, False),
             "simvp-swin": ("swin_mask", False, True)}
 
@@ -110,9 +118,22 @@ def test_bare_state_dicts_are_told_apart_by_the_references_own_names(tmp_path):
         read_checkpoint(tmp_path / "unsafe.ckpt", PREDICTORS.get("convlstm"))
 
 
+def test_a_bare_swinlstm_state_dict_is_told_by_its_never_called_tensors(tmp_path):
+    """OpenSTL's files before Lightning hold `model.state_dict()`: names as here but for the odd-numbered Swin blocks'
+    `red`, which tells the file apart and is dropped."""
+    lightning = torch.load(FIXTURES / "swinlstm-b.ckpt", weights_only=True)["state_dict"]
+    torch.save({k.removeprefix("model."): v for k, v in lightning.items()}, tmp_path / "swinlstm.pth")
+    model = create_predictor("swinlstm", SPEC, **EXPECTED["swinlstm-b"]["settings"]).eval()
+    notes = load_weights(model, tmp_path / "swinlstm.pth").notes
+    assert notes == ["OpenSTL checkpoint (a bare state dict)", DROPPED["swinlstm-b"]]
+    with torch.no_grad():
+        assert (model(seeded_input(), SPEC.future) - EXPECTED["swinlstm-b"]["output"]).abs().max() < 1e-6
+
+
 CLI_MODELS = {"convlstm": "convlstm", "predrnn-pp": "predrnn-pp", "mim": "mim", "simvp-incepu": "simvp",
               "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau", "mau-recall": "mau",
-              "mmvp": "mmvp", "dmvfn": "dmvfn"}
+              "mmvp": "mmvp", "dmvfn": "dmvfn",
+              "swinlstm-d": "swinlstm"}
 
 
 def _cli_value(value) -> str:

@@ -1,6 +1,7 @@
 """Presets that cite a reference config equal it: each value below is typed from the cited file (OpenSTL c74deb5's
 configs/, its fork duyhlzu/GMG's, thuml/MotionRNN's script, HKO-7's and CW-VAE's configs, STIPHR's and STRPM's
-configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py; DMVFN's from OpenSTL's branch OpenSTLv0.3.0), not from vpbench, and the resolved preset must hold it. Training lengths converted
+configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py; DMVFN's from OpenSTL's branch OpenSTLv0.3.0; SwinLSTM's
+configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
 from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
 
 OpenSTL's configs give num_hidden as '128,128,128,128' (num_layers 4 x num_hidden 128), its scheduled sampling as
@@ -104,6 +105,16 @@ CITED = [
     ("mmvp", "kth-10to20", dict(hid_S=16, hid_T=96, rrdb_encoder_num=2, rrdb_decoder_num=2, rrdb_enhance_num=2,
                                 downsample_setting=(2, 2, 2), lr=1e-3, batch_size=16, lr_schedule="onecycle"),
      "OpenSTL configs/kth/MMVP.py"),
+    # SwinLSTM: OpenSTL's depths_downsample / depths_upsample / num_heads '2,6' / '6,2' / '4,8' (SwinLSTM-D), depths 12
+    # and num_heads 4 (SwinLSTM-B); the authors' configs.py: --depths [12], --heads_number [4, 8] (B reads the first).
+    ("swinlstm", "mmnist", dict(variant="d", depths_down=(2, 6), depths_up=(6, 2), num_heads=(4, 8), patch_size=2,
+                                window_size=4, embed_dim=128, lr=1e-4, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/mmnist/SwinLSTM-D.py"),
+    ("swinlstm", "human36m-openstl", dict(variant="b", depth=12, num_heads=(4,), patch_size=2, window_size=4,
+                                          embed_dim=128, lr=1e-4, batch_size=16, lr_schedule="onecycle"),
+     "OpenSTL configs/human/SwinLSTM-B.py"),
+    ("swinlstm", "mmnist-b", dict(variant="b", depth=12, num_heads=(4,), patch_size=2, window_size=4, embed_dim=128,
+                                  lr=1e-4, batch_size=16, drop_path=0.1), "SwinLSTM configs.py"),
     ("convgru", "mmnist", dict(HKO7, h2h_kernel=(5, 5, 5), h2h_dilation=(1, 1, 1)),
      "HKO-7 experiments/movingmnist/configurations/convgru_1_64_1_96_1_96_K5.yml"),
     ("trajgru", "mmnist", dict(HKO7, links=(13, 13, 13)),
