@@ -179,6 +179,9 @@ class PredNet(RecurrentPredictor):
             raise UserError(f"prednet: {levels} layers halve the grid {levels - 1} times, which needs sides divisible "
                             f"by {scale}; the grid is {self.grid[0]}x{self.grid[1]} (frames {spec.height}x{spec.width}"
                             f" cut into {config.patch_size}x{config.patch_size} patches)")
+        if config.l1_weight:
+            raise UserError("prednet: l1_weight is not read: its objectives are the error units and 0.5 x L1 of the "
+                            "predictions (objective=extrapolation)")
         if config.scheduled_sampling and config.objective == "errors":
             raise UserError("prednet: scheduled_sampling needs objective=extrapolation (the error objective reads "
                             "every true frame)")

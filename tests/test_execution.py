@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 
 # Pinned instead, through both paths, by checkpoints their reference code wrote (tests/test_reference_checkpoints.py).
 # STRPM keeps its file: the reference code computes only its `reference_memory` windows, the file pins the default.
-BY_REFERENCE = {"motionrnn", "convgru", "trajgru", "mau"}
+BY_REFERENCE = {"motionrnn", "convgru", "trajgru", "mau", "prednet"}
 OLD = sorted(set(RECURRENT) - BY_REFERENCE)
 
 
