@@ -18,17 +18,19 @@ through it).
   frame loss: per step sum_l lambda_l mean(E_l) (lambda_0 = 1, lambda_{l>0} = 0 with `weight_mode=L_0`, 0.1 with
   `L_all`), the first step weighted 0 and the others 1 / (T - 1), averaged over the batch.
 
-Prediction, closed loop: the context frames are read, and from the first future step on the frame a step reads is
-the previous step's output, i.e. the step predicting frame t reads the prediction of frame t-1 in place of the true
-frame t-1 (its error units compare its prediction with that). This is OpenSTL's `_predict` (extrapolation=True from
-`pre_seq_length`, the whole clip's length of steps; the future frames it is given are never read) and the
-authors' `extrap_start_time` ("the prediction from the previous time step will be treated as the 'actual'"); the
-paper treats predictions as actual input to extrapolate. PredNet was trained for next-frame prediction: OpenSTL
-rolls out a model trained only so. The paper fine-tunes for several steps in this extrapolation mode (the authors'
-kitti_extrap_finetune.py: from step 10 of 15, on 0.5 x the mean absolute error of every output after the first,
-"since the error isn't wrt ground truth when extrapolating"): `objective=extrapolation` trains so (after the context
-every step reads the previous output, or with `scheduled_sampling` the truth with its probability), from the start
-rather than as a fine-tuning.
+Prediction, closed loop: the context frames are read, and from the first future frame's step on, the frame a step
+reads in frame t's place is the previous step's output, the prediction of frame t-1 (made before frame t-1 was read),
+so its error units compare its prediction of frame t with that. This is OpenSTL's `_predict` (extrapolation=True from
+`pre_seq_length`, over the whole clip's length of steps; the future frames it is given are never read) and the
+authors' `extrap_start_time` ("the prediction from the previous time step will be treated as the 'actual'"); feeding
+a step its own prediction instead would zero the pixel layer's errors. PredNet is trained for next-frame prediction
+(the paper's L_0 and L_all models), and OpenSTL rolls out a model trained only so; the authors make multi-step
+predictions "by recursively feeding predictions back into the model" with a model fine-tuned for it (their project
+page, coxlab.github.io/prednet, and code; this port's account of the paper rests on them). That fine-tuning
+(kitti_extrap_finetune.py: 15 frames, extrapolating from step 10, on 0.5 x the mean absolute error of every output
+after the first, "since the error isn't wrt ground truth when extrapolating") is `objective=extrapolation`, here from
+the start rather than after next-frame training: after the context every step reads the previous output (or, with
+`scheduled_sampling`, the truth with its probability). `l1_weight` is not read.
 
 Parameter names: per layer, `layers.N.{i,f,c,o}` (the gates), `layers.N.predict` (Ahat), `layers.N.target` (the
 next layer's A). OpenSTL's names (`i.N`, `Ahat.2N`, `A.2N`: its Ahat and A lists interleave activations) are
@@ -159,12 +161,20 @@ class PredNet(RecurrentPredictor):
                            lr_schedule="onecycle"),
         "human36m-openstl": dict(stack_sizes=(32, 64, 128, 256), filter_size=3, weight_mode="L_0", batch_size=16,
                                  lr=1e-4, lr_schedule="cosine"),
-        "moving-digits": dict(stack_sizes=(16, 32, 64), R_stack_sizes=(8, 16, 32, 64), filter_size=3, batch_size=8,
-                              lr=2e-3, lr_schedule="cosine", max_iterations=1000, quick_iterations=200, val_every=200,
-                              grad_clip=1.0),
+        # CPU-sized for the embedded set: 4x4 patches (16 channels on a 16x16 grid), three layers (R 16, 32, 64;
+        # targets 32, 64), trained closed loop (objective=extrapolation), 1000 iterations of batch 8. One run, scored
+        # on the whole 1000-clip test split: 15.83 dB mean PSNR, 19.17 at t+1, 14.64 at t+10, SSIM 0.775. Trained on
+        # the error units instead (OpenSTL's objective, pixel-level layers 16, 32, 64 with R 8, 16, 32, 64), a quick
+        # run (200 iterations) predicted t+1 at 17.10 dB but its closed-loop validation MSE rose from the first
+        # validation on (0.035 at 40 iterations, 0.053 at 200): next-frame training does not make the rollout better.
+        "moving-digits": dict(patch_size=4, stack_sizes=(32, 64), R_stack_sizes=(16, 32, 64), filter_size=3,
+                              objective="extrapolation", batch_size=8, lr=2e-3, lr_schedule="cosine",
+                              max_iterations=1000, quick_iterations=200, val_every=200, grad_clip=1.0),
     }
-    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
-    presets["tiny"] = tiny_preset(presets["moving-digits"], stack_sizes=(8, 16), R_stack_sizes=(4, 8, 16), lr=5e-3)
+    # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core. The
+    # closed-loop L1 falls slowly at first: R 8, 8, 16 at lr 5e-3 fell 14% in the 30 steps (the check asks 15%);
+    # these fall 17% and predict t+1 at 17.9 dB (copy-last 14.8).
+    presets["tiny"] = tiny_preset(presets["moving-digits"], stack_sizes=(8, 16), R_stack_sizes=(16, 16, 16), lr=1e-2)
 
     def __init__(self, spec: VideoSpec, config: PredNetConfig) -> None:
         super().__init__(spec, config)

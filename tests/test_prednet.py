@@ -76,7 +76,7 @@ def loss_clip() -> torch.Tensor:
 
 @pytest.mark.parametrize("weight_mode", ["L_0", "L_all"])
 def test_the_error_objective_is_openstls_training_loss(weight_mode):
-    model, expected = reference_weights(weight_mode=weight_mode)
+    model, expected = reference_weights(objective="errors", weight_mode=weight_mode)
     with torch.no_grad():
         loss = model.train().training_loss(loss_clip(), iteration=0)
     # OpenSTL's TrainLossCalculator on its forward without extrapolation: 0.13265 (L_0), 0.16175 (L_all).
@@ -116,7 +116,8 @@ def test_openstls_file_layouts_are_recognised_and_ours_are_not_mistaken_for_them
     model, expected = reference_weights()
     for path in (REFERENCES / "prednet.ckpt", tmp_path / "ddp.pth"):
         checkpoint = read_checkpoint(path, cls)
-        assert checkpoint.notes[:2] == ["OpenSTL checkpoint (a bare state dict)", "46 tensors renamed to vpbench's names"]
+        assert checkpoint.notes[:2] == ["OpenSTL checkpoint (a bare state dict)",
+                                        "46 tensors renamed to vpbench's names"]
         assert all(torch.equal(model.state_dict()[k], v) for k, v in checkpoint.tensors.items())
     # vpbench's own names, saved bare, are vpbench's (no OpenSTL name is one of them).
     torch.save(model.state_dict(), tmp_path / "ours.pth")
@@ -130,7 +131,7 @@ def test_bad_geometry_is_one_line():
     with pytest.raises(UserError, match=r"R_stack_sizes needs 3 values .* got 2"):
         create_predictor("prednet", MMNIST, preset="tiny", R_stack_sizes=(4, 8))
     with pytest.raises(UserError, match="scheduled_sampling needs objective=extrapolation"):
-        create_predictor("prednet", MMNIST, preset="tiny", scheduled_sampling=True)
+        create_predictor("prednet", MMNIST, preset="tiny", scheduled_sampling=True, objective="errors")
     tiny("prednet", scheduled_sampling=True, objective="extrapolation")
     with pytest.raises(UserError, match="l1_weight is not read"):
         create_predictor("prednet", MMNIST, preset="tiny", l1_weight=0.1)
