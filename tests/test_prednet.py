@@ -135,3 +135,13 @@ def test_bad_geometry_is_one_line():
     tiny("prednet", scheduled_sampling=True, objective="extrapolation")
     with pytest.raises(UserError, match="l1_weight is not read"):
         create_predictor("prednet", MMNIST, preset="tiny", l1_weight=0.1)
+
+
+def test_target_convolutions_read_the_errors_channels_where_the_representation_is_wider():
+    # OpenSTL and the authors build layer l's target convolution for 2 * R_stack_sizes[l] inputs while it reads E_l,
+    # 2 * stack_sizes[l] channels: they run only where the two agree. Here R 16 over targets of 8 and 16 channels.
+    model = create_predictor("prednet", VideoSpec(1, 16, 16, 2, 2), stack_sizes=(8, 16), R_stack_sizes=(4, 16, 32))
+    assert [layer.target.in_channels for layer in model.layers[:2]] == [2 * 1, 2 * 8]
+    assert [layer.i.in_channels for layer in model.layers] == [4 + 2 + 16, 16 + 16 + 32, 32 + 32]
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 2, 1, 16, 16), 2).shape == (1, 2, 1, 16, 16)
