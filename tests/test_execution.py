@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 # Pinned instead, through both paths, by checkpoints their reference code wrote (tests/test_reference_checkpoints.py;
 # SwinLSTM: tests/test_swinlstm.py on the OpenSTL fixtures; PhyDNet: tests/test_foreign.py on its OpenSTL fixture).
 # STRPM keeps its file: the reference code computes only its `reference_memory` windows, the file pins the default.
-BY_REFERENCE = {"motionrnn", "convgru", "trajgru", "mau", "swinlstm", "phydnet"}
+BY_REFERENCE = {"motionrnn", "convgru", "trajgru", "mau", "swinlstm", "phydnet", "prednet"}
 OLD = sorted(set(RECURRENT) - BY_REFERENCE)
 
 

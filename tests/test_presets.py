@@ -11,6 +11,8 @@ sampling_stop_iter, lr_decay 0.90 every delay_interval 2000 (lr_gamma, lr_step_e
 (d_hidden). MAU's configs give filter_size 5 (OpenSTL) or (5, 5) (the authors'), and num_hidden '64,64,64,64'
 (OpenSTL) or num_layers 4 x num_hidden 64 (the authors'). A batch_size is the file's, per GPU where its comment runs
 it on several (e3d-lstm kth: "bs = 8 x 2GPUs"; mim and e3d-lstm human: "4 x bs4 = bs16"; simvp kth: "2 x 8GPUs").
+PredNet's (OpenSTL v0.3.0's configs) give stack_sizes as (1, 32, 64, 128, 256) or (3, ...): the frames' channels
+first, which vpbench's stack_sizes leaves out; A_filt_sizes, Ahat_filt_sizes and R_filt_sizes all 3 (filter_size).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ V2 = dict(reverse_scheduled_sampling=True, r_sampling_step_1=25_000, r_sampling_
 STIP = dict(num_layers=16, filter_size=5, batch_size=1, lr_gamma=0.9, lr_step_every=2000, d_hidden=64)
 STIP_MODEL = dict(STIP, num_hidden=64, sr_size=16, alpha=0.1, lr=5e-3, d_lr=5e-4)
 STRPM_MODEL = dict(STIP, num_hidden=128, patch_size=8, tau=5, lr=5e-4, d_lr=5e-5)
+PREDNET = dict(stack_sizes=(32, 64, 128, 256), filter_size=3, weight_mode="L_0", error_activation="relu",
+               A_activation="relu", batch_size=16)
 MAU = dict(num_layers=4, num_hidden=64, filter_size=5, patch_size=1, tau=5, cell_mode="normal", model_mode="normal",
            batch_size=16, sampling_stop_iter=50_000)
 
@@ -115,6 +119,11 @@ CITED = [
      "OpenSTL configs/human/SwinLSTM-B.py"),
     ("swinlstm", "mmnist-b", dict(variant="b", depth=12, num_heads=(4,), patch_size=2, window_size=4, embed_dim=128,
                                   lr=1e-4, batch_size=16, drop_path=0.1), "SwinLSTM configs.py"),
+    ("prednet", "mmnist", dict(PREDNET, lr=1e-4, lr_schedule="onecycle"), "OpenSTL v0.3.0 configs/mmnist/PredNet.py"),
+    ("prednet", "kth-10to20", dict(PREDNET, lr=1e-3, lr_schedule="onecycle"),
+     "OpenSTL v0.3.0 configs/kth/PredNet.py (its lr commented out: the parser's default)"),
+    ("prednet", "human36m-openstl", dict(PREDNET, lr=1e-4, lr_schedule="cosine"),
+     "OpenSTL v0.3.0 configs/human/PredNet.py"),
     ("convgru", "mmnist", dict(HKO7, h2h_kernel=(5, 5, 5), h2h_dilation=(1, 1, 1)),
      "HKO-7 experiments/movingmnist/configurations/convgru_1_64_1_96_1_96_K5.yml"),
     ("trajgru", "mmnist", dict(HKO7, links=(13, 13, 13)),

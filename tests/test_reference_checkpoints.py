@@ -1,5 +1,5 @@
 """Checkpoints written by the reference implementations' own code (tests/fixtures/references/make_*.py: the STRPM
-authors', thuml's MotionRNN, the MAU authors', HKO-7's MXNet ConvGRU and TrajGRU) load through `--checkpoint`'s path
+authors', thuml's MotionRNN, the MAU authors', HKO-7's MXNet ConvGRU and TrajGRU, OpenSTL v0.3.0's PredNet) load through `--checkpoint`'s path
 and predict what that code predicted with them, to 1e-6. The expected frames come from the reference's forward, never
 from vpbench."""
 from __future__ import annotations
@@ -24,7 +24,8 @@ HKO7 = ("convgru", "trajgru")
 
 
 def torch_fixture(name: str) -> tuple[Path, dict, torch.Tensor, torch.Tensor]:
-    """make_strpm.py / make_motionrnn.py / make_mau.py: the checkpoint, its record, the seeded input and the output."""
+    """make_strpm.py / make_motionrnn.py / make_mau.py / make_prednet.py: the checkpoint, its record, the seeded input
+    and the output."""
     expected = torch.load(FIXTURES / f"{name}.expected.pt", weights_only=True)
     batch = expected["output"].shape[0]
     context = torch.rand(batch, SPEC.context, 1, SPEC.height, SPEC.width, generator=torch.Generator().manual_seed(1))
@@ -53,10 +54,10 @@ def reference_model(name: str, **changes):
     return model, checkpoint, context, output
 
 
-@pytest.mark.parametrize("name", ["strpm", "motionrnn", "mau", *HKO7])
+@pytest.mark.parametrize("name", ["strpm", "motionrnn", "mau", "prednet", "prednet-tanh", *HKO7])
 def test_reference_checkpoints_predict_what_the_reference_code_predicted(name):
     # Max differences seen: strpm 7.5e-8, motionrnn 1.2e-7, mau 7.5e-8 (0 on the plain path), convgru 6.0e-7, trajgru
-    # 1.2e-7 (outputs' std 0.01-0.14).
+    # 1.2e-7, prednet 0 and prednet-tanh 0 (3.0e-8 and 7.5e-7 on channels-last weights) (outputs' std 0.01-0.14).
     model, checkpoint, context, expected = reference_model(name)
     assert checkpoint.layout is not None
     with torch.no_grad():
@@ -82,7 +83,8 @@ def test_strpm_weights_need_the_reference_memory_windows():
 # (fixture, predictor, the file given, what the notes start with)
 CLI = [("strpm", "strpm", FIXTURES / "strpm.ckpt", "official STRPM checkpoint"),
        ("trajgru", "trajgru", FIXTURES / "trajgru" / "forecaster_net-0000.params", "HKO-7 checkpoint (MXNet"),
-       ("mau", "mau", FIXTURES / "mau.ckpt", "official MAU checkpoint")]
+       ("mau", "mau", FIXTURES / "mau.ckpt", "official MAU checkpoint"),
+       ("prednet", "prednet", FIXTURES / "prednet.ckpt", "OpenSTL checkpoint (a bare state dict)")]
 
 
 def test_bench_eval_loads_the_reference_checkpoints(tmp_path, monkeypatch):
