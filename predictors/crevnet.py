@@ -4,9 +4,10 @@ of the same size, a reversible predictive module (RPM) maps that latent to the n
 backwards decodes it; nothing is lost on the way in or out.
 
 Follows OpenSTL's CrevNet (branch OpenSTLv0.3.0, commit 0a0f36c: openstl/models/crevnet_model.py,
-openstl/modules/crevnet_modules.py, openstl/methods/crevnet.py), whose modules are those of the authors' Moving
-MNIST code (the 3D `layers_3d.py` / `model_mnist.py` published in tamasino52/CrevNet; the authors' own repository,
-gnosisyuw/CrevNet-Traffic4cast, holds the 2D Traffic4cast variant with GroupNorm):
+openstl/modules/crevnet_modules.py, openstl/methods/crevnet.py). Its modules are those of the 3D Moving MNIST code
+in tamasino52/CrevNet (`layers_3d.py`, `model_mnist.py`: a copy, comments added, of code in the authors' style); the
+authors' own public repository, gnosisyuw/CrevNet-Traffic4cast, holds only a 2D variant (GroupNorm, a deeper
+attention) for Traffic4cast. Both were read, not run:
 - Frames are squeezed 2x2 into 4x the channels (i-RevNet's psi: channel order row offset, column offset, colour:
   `vpbench.layers.patchify`), `window` of them stacked in time: [B, 4C, window, H/2, W/2], split into two halves
   along channels.
@@ -25,10 +26,11 @@ gnosisyuw/CrevNet-Traffic4cast, holds the 2D Traffic4cast variant with GroupNorm
   the training clip (T - window steps), the loss the sum over steps of each decoded clip's MSE, as both references
   train.
 
-Departures from OpenSTL, towards the authors' code and the paper:
+Departures from OpenSTL, towards the authors' code:
 - OpenSTL's test rollout (`CrevNet_Model.forward(training=False)`) starts the RPM from zero states at the last
   context clip: the earlier context clips are never read, though training runs the RPM over all of them. The
-  authors' `plot()` warms the RPM up on every context clip first; so does this predictor.
+  authors' `plot()` (Traffic4cast's train.py, and model_mnist.py) warms the RPM up on every context clip first; so
+  does this predictor.
   `reference_rollout=True` reproduces OpenSTL's rollout, and its checkpoints set it (so that they predict what
   OpenSTL predicted with them).
 - OpenSTL returns channel 0 of the predicted frames only (`x_in[:, 0, 2]`), a grey frame for RGB input; here
@@ -43,7 +45,7 @@ Departures from OpenSTL, towards the authors' code and the paper:
 Checkpoints: OpenSTL 0.3.0's files (`checkpoint.pth`: the model's bare state dict, written by its Recorder;
 `latest.pth`: {"state_dict": ...}) load through `--checkpoint` (`OPENSTL`), renamed to vpbench's names.
 tests/fixtures/references/make_crevnet.py wrote one with OpenSTL's own method and its outputs; loaded here, it
-predicts them (tests/test_reference_checkpoints.py).
+predicts them exactly, and its training loss is OpenSTL's (tests/test_crevnet.py).
 
 At sjtu4k's 2160x3840 RGB (its preset: OpenSTL's model, [unverified]), 44,960,100 parameters (a half of the latent
 holds 96 channels on 3 x 270 x 480) and 90.07 TFLOPs for 4 -> 4 (counted at 216x384 and scaled by the area, which
