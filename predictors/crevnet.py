@@ -202,6 +202,7 @@ class CrevNet(Predictor):
     fully_convolutional = True  # convolutions only, every state sized from the input
     presets = {
         "mmnist": MMNIST,
+        # STIP's three datasets [unverified]: STIP compares with CrevNet but gives no settings for it (see _stip).
         "ucf-sports": _stip(100_000, 4),
         "human36m": _stip(100_000, 2),
         "sjtu4k": _stip(40_000, 1),
