@@ -59,6 +59,15 @@ def test_stip_tables_beside_our_runs_with_marks(runs: Path) -> None:
     assert "No run of human36m / stip" in md and "Table V (SJTU4K" in md
 
 
+def test_every_stip_table_puts_a_crevnet_run_beside_the_papers_crevnet_row(tmp_path: Path) -> None:
+    write(tmp_path, ucf_run("crevnet", 27.5, 0.25, quick=True))
+    md = compare_paper(load_results(tmp_path)[0], "stip")
+    lines = md[md.index("### ucf-sports"):md.index("### human36m")].splitlines()
+    paper = next(i for i, line in enumerate(lines) if line.startswith("| CrevNet — paper"))
+    assert lines[paper + 1].startswith("| crevnet — ours, run crevnet-s0")
+    assert all(row.predictor == "crevnet" for t in PAPERS["stip"] for row in t.rows if row.method == "CrevNet")
+
+
 def test_other_protocol_lengths_are_marked(tmp_path: Path) -> None:
     write(tmp_path, ucf_run("stip", 30.0, 0.1, future=10))
     md = compare_paper(load_results(tmp_path)[0], "stip")

@@ -1,5 +1,5 @@
 """Presets that cite a reference config equal it: each value below is typed from the cited file (OpenSTL c74deb5's
-configs/, its fork duyhlzu/GMG's, thuml/MotionRNN's script, HKO-7's and CW-VAE's configs, STIPHR's and STRPM's
+configs/, CrevNet's OpenSTL 0a0f36c's, the last version with CrevNet; its fork duyhlzu/GMG's, thuml/MotionRNN's script, HKO-7's and CW-VAE's configs, STIPHR's and STRPM's
 configs/<dataset>_configs.py, MAU's configs/mnist_train_configs.py; DMVFN's from OpenSTL's branch OpenSTLv0.3.0; SwinLSTM's
 configs.py), not from vpbench, and the resolved preset must hold it. Training lengths converted
 from epochs (the OpenSTL mmnist and CW-VAE presets) depend on clip counts and are left out here.
@@ -130,6 +130,9 @@ CITED = [
      "HKO-7 experiments/movingmnist/configurations/trajgru_1_64_1_96_1_96_L13.yml"),
     ("cwvae", "mmnist", dict(CWVAE, dec_stddev=1.0, lr=3e-4), "cwvae configs/mmnist.yml"),
     ("cwvae", "mazes", dict(CWVAE, dec_stddev=0.1, lr=3e-4), "cwvae configs/mazes.yml"),
+    ("crevnet", "mmnist", dict(predictor_rnn_layers=8, lr=5e-3, batch_size=16, lr_schedule="onecycle", blocks=(4, 5, 3),
+                               mult=2),
+     "OpenSTL 0a0f36c configs/mmnist/CrevNet.py; openstl/models/crevnet_model.py lines 29-33 (its fixed auto-encoder)"),
     ("stip", "ucf-sports", dict(STIP_MODEL, patch_size=2, **schedule(100_000, 20_000)), "STIPHR configs/ucfsport_configs.py"),
     ("stip", "human36m", dict(STIP_MODEL, patch_size=4, **schedule(100_000, 50_000)), "STIPHR configs/human36m_configs.py"),
     ("stip", "sjtu4k", dict(STIP_MODEL, patch_size=8, **schedule(40_000, 20_000)), "STIPHR configs/sjtu4k_configs.py"),
