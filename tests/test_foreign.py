@@ -212,7 +212,9 @@ def test_dmvfn_reference_routing_is_what_makes_a_batch_predict_as_openstl():
         torch.manual_seed(FORWARD_SEED)
         with torch.no_grad():
             outputs[reference] = model(routing_batch(), SPEC.future)
-    assert (outputs[True] - expected).abs().max() < 1e-6
+    # 0 alone; the warps scale fp32 rounding by the frames' gradients where the suite's earlier tests leave torch's
+    # convolutions on another summation order (5.6e-6 seen)
+    assert (outputs[True] - expected).abs().max() < 2e-5
     # The first sequence draws the same gates either way (1e-5: computed in a sub-batch of its own), the others differ.
     assert (outputs[False][0] - expected[0]).abs().max() < 1e-4
     assert all((outputs[False][i] - expected[i]).abs().max() > 1e-2 for i in (1, 2))

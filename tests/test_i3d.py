@@ -101,8 +101,10 @@ def test_network_computes_what_videogpts_pytorch_i3d_computes(tmp_path):
         logits = network(inputs["logits_input"])
         trunk = network.trunk(inputs["trunk_input"])
     assert logits.shape == (1, 400) and trunk.shape == (1, 1024, 2, 3, 2)
-    torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=1e-5)
-    torch.testing.assert_close(trunk, expected["trunk"], rtol=0, atol=1e-5)
+    # 0.0 when run alone; fp32 rounding where the suite's earlier tests leave torch's convolutions on another
+    # summation order (1.3e-5 on logits of up to 40 seen: 7e-6 relative)
+    torch.testing.assert_close(logits, expected["logits"], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(trunk, expected["trunk"], rtol=1e-5, atol=1e-4)
 
 
 def test_nine_frames_are_the_fewest_the_temporal_pool_takes():
