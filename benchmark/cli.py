@@ -139,7 +139,7 @@ NprocOpt = typer.Option(1, "--nproc", min=1, help="Processes on this machine (to
                         "training on the same global batch, the test split shared out; one GPU each (cuda:LOCAL_RANK) "
                         "or gloo on the CPU. Several nodes: torchrun ... -m vpbench (README).")
 SamplesOpt = typer.Option(None, "--samples", min=1, help="Samples per sequence for stochastic predictors (cwvae, "
-                          "htsrm): scored as the mean over samples and as the best of N. Default: the predictor's "
+                          "htsrm, dmvfn): scored as the mean over samples and as the best of N. Default: the predictor's "
                           "eval_samples.")
 
 
