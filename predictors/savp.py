@@ -43,15 +43,19 @@ Departures (none changes the architecture):
   so the rate is constant (presets: max_iterations 300k, [departure]).
 - Clips shorter than the discriminator's clip_length (STIP's 4 -> 4 sequences give 7 frames) use all their frames.
 - Spectral norm is torch's (one power iteration per training forward, as the reference's).
-- The 200k-iteration schedules are the reference's; the STIP datasets' presets take the KTH SAVP settings [unverified].
+- STIP's datasets: STIP's paper gives no SAVP settings; their presets take the KTH SAVP hparams with STIP's batch 1
+  and iterations [unverified].
 
 What could not be compared: the reference is TensorFlow 1.x (tf.contrib), so its outputs were not reproduced here;
 the architecture follows its code layer by layer, and the parameter count at the published KTH configuration (64x64
 grey, 10 -> 10, ngf 32, nef 64, nz 32) is counted by hand from the reference's layer list in tests/test_savp.py:
 generator 8,217,669 (its CDNA dense layer 819,300 of them) and 2 discriminators of 5,142,273 each, equal to this
-predictor's.
-sjtu4k (2160x3840 RGB, padded to 2176x3840, 5 levels): see README's 4K table (counted at 544x960 and scaled by the
-area, which every operation's count follows at a fixed number of levels).
+predictor's (and at BAIR's, 64x64 RGB, nz 8, likewise). No published parameter count exists to compare with.
+At sjtu4k's 2160x3840 RGB (its preset: the KTH SAVP settings, padded to 2176x3840, 5 levels), 261,512,313
+parameters, 208,896,100 of them the CDNA dense layer (the smallest level, 256 x 68 x 120, flattened), and 22.61
+TFLOPs for 4 -> 4 (1,412,954,894,336 counted by `count_flops` at 544x960, a quarter of each side, times 16:
+every count follows the padded area at a fixed number of levels, 272x480 (padded to 288x480) counting 3.78x
+less than 544x960, i.e. 4 x 272 / 288).
 """
 from __future__ import annotations
 
@@ -276,11 +280,13 @@ KTH = {
                 gan_weight=0.1, vae_gan_weight=0.0, vae_gan_feature_cdist_weight=0.0, gan_feature_cdist_weight=10.0,
                 nz=32),
 }
-# CPU-sized: half the widths, nz 8, scheduled sampling over ~500 iterations (k 60: ground truth with probability
-# 0.5 at iteration ~250), the KL annealed over the first 150 iterations; batch 8.
-MOVING_DIGITS = dict(KTH["savp"], ngf=16, nef=32, ndf=16, nz=8, batch_size=8, lr=1e-3, schedule_sampling_k=60.0,
-                     kl_anneal_start=0, kl_anneal_end=150, max_iterations=600, quick_iterations=300, val_every=100,
-                     train_horizon=5)
+# CPU-sized (a quick run in minutes on one thread): a quarter of the widths, nz 4, batch 4, clips of the context and
+# 2 frames (the discriminators see 6 of their 11 predicted frames), scheduled sampling over ~300 iterations (k 30:
+# ground truth with probability 0.5 at iteration ~100), the KL annealed over the first 100 iterations. At half
+# these widths and batch 8 one iteration of 15-frame clips took 12 s on one loaded core.
+MOVING_DIGITS = dict(KTH["savp"], ngf=8, nef=16, ndf=8, nz=4, batch_size=4, lr=1e-3, clip_length=6,
+                     schedule_sampling_k=30.0, kl_anneal_start=0, kl_anneal_end=100, max_iterations=300,
+                     quick_iterations=150, val_every=50, train_horizon=2)
 
 
 @register_predictor("savp")
