@@ -55,7 +55,9 @@ At sjtu4k's 2160x3840 RGB (its preset: the KTH SAVP settings, padded to 2176x384
 parameters, 208,896,100 of them the CDNA dense layer (the smallest level, 256 x 68 x 120, flattened), and 22.61
 TFLOPs for 4 -> 4 (1,412,954,894,336 counted by `count_flops` at 544x960, a quarter of each side, times 16:
 every count follows the padded area at a fixed number of levels, 272x480 (padded to 288x480) counting 3.78x
-less than 544x960, i.e. 4 x 272 / 288).
+less than 544x960, i.e. 4 x 272 / 288). Not run at 4K: there is no GPU here, and on 2 CPU cores `bench profile
+--models savp --dataset sjtu4k --repeats 1 --warmup 0` (1 thread, a loaded machine) had printed nothing when stopped
+after 7 minutes (5.9 GB RSS by then).
 """
 from __future__ import annotations
 
