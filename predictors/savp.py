@@ -271,16 +271,18 @@ def kl_to_standard_normal(mu: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * (1 + log_var - mu.pow(2) - log_var.exp()).sum(-1).mean()
 
 
-# The reference's hparams files (hparams/kth/ours_*/model_hparams.json), KTH's sequences 64x64 grey, 10 -> 10.
+# The reference's hparams files (hparams/kth/ours_*/model_hparams.json), KTH's sequences 64x64 grey, 10 -> 10; the
+# 300k iterations are base_model.py's default max_steps.
 KTH = {
-    "savp": dict(variant="savp", max_iterations=300_000, batch_size=16, lr=2e-4, adam_beta1=0.5, l1_weight=100.0, kl_weight=0.01,
-                 gan_weight=0.1, vae_gan_weight=0.1, vae_gan_feature_cdist_weight=10.0, gan_feature_cdist_weight=0.0,
-                 nz=32),
-    "vae": dict(variant="vae", max_iterations=300_000, batch_size=32, lr=1e-3, adam_beta1=0.9, l1_weight=1.0, kl_weight=1e-5, gan_weight=0.0,
-                vae_gan_weight=0.0, vae_gan_feature_cdist_weight=0.0, gan_feature_cdist_weight=0.0, nz=32),
-    "gan": dict(variant="gan", max_iterations=300_000, batch_size=16, lr=2e-4, adam_beta1=0.5, l1_weight=100.0, kl_weight=0.0,
-                gan_weight=0.1, vae_gan_weight=0.0, vae_gan_feature_cdist_weight=0.0, gan_feature_cdist_weight=10.0,
-                nz=32),
+    "savp": dict(variant="savp", max_iterations=300_000, batch_size=16, lr=2e-4, adam_beta1=0.5, l1_weight=100.0,
+                 kl_weight=0.01, gan_weight=0.1, vae_gan_weight=0.1, vae_gan_feature_cdist_weight=10.0,
+                 gan_feature_cdist_weight=0.0, nz=32),
+    "vae": dict(variant="vae", max_iterations=300_000, batch_size=32, lr=1e-3, adam_beta1=0.9, l1_weight=1.0,
+                kl_weight=1e-5, gan_weight=0.0, vae_gan_weight=0.0, vae_gan_feature_cdist_weight=0.0,
+                gan_feature_cdist_weight=0.0, nz=32),
+    "gan": dict(variant="gan", max_iterations=300_000, batch_size=16, lr=2e-4, adam_beta1=0.5, l1_weight=100.0,
+                kl_weight=0.0, gan_weight=0.1, vae_gan_weight=0.0, vae_gan_feature_cdist_weight=0.0,
+                gan_feature_cdist_weight=10.0, nz=32),
 }
 # CPU-sized (a quick run in minutes on one thread): a quarter of the widths, nz 4, batch 4, clips of the context and
 # 2 frames (the discriminators see 6 of their 11 predicted frames), scheduled sampling over ~300 iterations (k 30:
