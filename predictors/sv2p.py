@@ -53,8 +53,9 @@ Departures (none changes the architecture or its parameter count):
 Parameter count: at the reference's `next_frame_sv2p` setting (64x64 RGB, 1 -> 3 frames: the inference network
 reads 12 channels), 8,371,818 parameters, 60,386 of them in the inference network, which prediction does not use
 and `bench profile` leaves out (8,311,432); tests/test_sv2p.py counts the reference's layers by hand, from the code
-named above, and checks both. TensorFlow 1.x with tf.contrib (which tensor2tensor's SV2P needs) does not install
-beside this project's Python, so its outputs could not be compared; the tests check the parts against independent
+named above, and checks both. tensor2tensor's SV2P needs TensorFlow 1.x's tf.contrib (utils/contrib.py imports
+tensorflow.contrib.rnn for the ConvLSTMCell), whose last release, 1.15, has no wheels for this project's Python 3.11,
+so the reference was not run and its outputs could not be compared; the tests check the parts against independent
 computations instead (the CDNA transformation against a loop over taps, TF's "SAME" padding, the KL against
 torch.distributions, the schedules against their formulas). No published count exists to compare with.
 

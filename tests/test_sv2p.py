@@ -109,8 +109,13 @@ def test_the_next_frame_is_a_mask_weighted_mix_and_the_last_cdna_kernel_is_never
         bias[:, 0] += torch.rand(taps)
         changed = model(context, 2, generator=torch.Generator().manual_seed(2))
     assert torch.equal(before, after) and not torch.allclose(before, changed)
-    kernels = model.tower.kernels(torch.rand(2, 8, 4, 4))
-    assert kernels.min() >= 0 and torch.allclose(kernels.sum((2, 3)), torch.ones(2, m))
+    # common_video.cdna_transformation: dense outputs reshaped [B, k, k, 1, num_masks], relu(x - shift) + shift,
+    # divided by the sum over each kernel's taps
+    model.tower.relu_shift = 0.01
+    hidden5 = torch.randn(2, 8, 4, 4)
+    raw = model.tower.cdna_params(hidden5.flatten(1)).view(2, 5, 5, m).permute(0, 3, 1, 2)
+    expected = torch.relu(raw - 0.01) + 0.01
+    assert torch.allclose(model.tower.kernels(hidden5), expected / expected.sum((2, 3), keepdim=True))
 
 
 def test_kl_weight_follows_the_three_phases():
@@ -181,3 +186,17 @@ def test_a_frame_whose_cdna_layer_cannot_be_held_is_refused_in_one_line(monkeypa
     monkeypatch.setattr(sv2p, "_free_memory_bytes", lambda: 20 * 2**30)
     with pytest.raises(UserError, match=r"sv2p at 2160x3840: .*270x480x128 hidden state: 15.4 GiB of float32 weights"):
         create_predictor("sv2p", VideoSpec(3, 2160, 3840, 4, 4), preset="sjtu4k")
+
+
+def test_the_conv_lstm_is_tf_contribs():
+    """tf.contrib.rnn.ConvLSTMCell.call: one convolution of [x, h] split into input gate, new input, forget gate and
+    output gate (in that order); c' = sigmoid(f + forget_bias 1.0) c + sigmoid(i) tanh(j), h' = tanh(c') sigmoid(o)."""
+    cell = sv2p.ConvLSTMCell(2, 3)
+    g = torch.Generator().manual_seed(0)
+    x, c, h = torch.rand(1, 2, 4, 4, generator=g), torch.rand(1, 3, 4, 4, generator=g), torch.rand(1, 3, 4, 4, generator=g)
+    gates = torch.nn.functional.conv2d(torch.cat([x, h], 1), cell.conv.weight, cell.conv.bias, padding=2)
+    i, j, f, o = gates[:, 0:3], gates[:, 3:6], gates[:, 6:9], gates[:, 9:12]
+    c_next = torch.sigmoid(f + 1.0) * c + torch.sigmoid(i) * torch.tanh(j)
+    out, (c_out, h_out) = cell(x, (c, h))
+    assert torch.allclose(c_out, c_next, atol=1e-6) and torch.allclose(out, torch.tanh(c_next) * torch.sigmoid(o))
+    assert torch.equal(out, h_out)
