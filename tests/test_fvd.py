@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -382,6 +383,7 @@ def test_without_the_i3d_file_fvd_is_not_measured_and_says_where_it_goes(tmp_pat
     assert "fvd" not in result["eval"] and where in out
     shown = run_bench("weights", "--only", "i3d-torchscript", "--only", "i3d-pytorch", cwd=tmp_path, env=env).stdout
     assert "i3d_torchscript.pt" in shown and "sha256:    none published" in shown and "--i3d-weights" in shown
+    assert "git blob id 93daef59c7ae0e9e8f76225521407e60cbafa6aa" in shown
     assert "i3d_pretrained_400.pt" in shown and "git blob id a867b87ac3a9097d200598b1d48a1b890d8ec744" in shown
     assert "--i3d-pytorch-weights" in shown and "github.com/SongweiGe/TATS/raw/1aa93e1" in shown
     bad = run_bench("run", *COMMON, "--fvd", "fvd-tf", cwd=tmp_path, env=env, check=False)
@@ -405,10 +407,16 @@ def test_a_file_at_the_default_location_is_not_used_unless_vouched_for(tmp_path,
     monkeypatch.setenv("TORCH_HOME", str(home))
     monkeypatch.delenv("VPBENCH_I3D_WEIGHTS", raising=False)
     res = weights.resolve(weights.I3D_TORCHSCRIPT)
-    assert not res.usable and "no sha256 of i3d_torchscript.pt is published" in res.problem
-    assert "--i3d-weights" in res.problem
+    assert not res.usable and "is not the i3d_torchscript.pt that common_metrics_on_video_quality commits" in res.problem
+    assert "(93daef59c7ae...)" in res.problem and "--i3d-weights" in res.problem
     vouched = weights.resolve(weights.I3D_TORCHSCRIPT, detector_file)
     assert vouched.usable and not vouched.check.verified and vouched.source == "explicit"
+    # a file whose git blob id (git's own: `git hash-object`) is the committed one is verified and used from there
+    blob = subprocess.run(["git", "hash-object", str(home / "hub" / "checkpoints" / "i3d_torchscript.pt")],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.setattr(weights, "_I3D_TORCHSCRIPT_BLOB", blob)
+    res = weights.resolve(weights.I3D_TORCHSCRIPT)
+    assert res.usable and res.check.verified and res.source == "default location"
 
 
 def test_two_ranks_give_the_one_rank_fvd(tmp_path, detector_file):

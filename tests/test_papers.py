@@ -68,6 +68,11 @@ def test_every_stip_table_puts_a_crevnet_run_beside_the_papers_crevnet_row(tmp_p
     assert all(row.predictor == "crevnet" for t in PAPERS["stip"] for row in t.rows if row.method == "CrevNet")
 
 
+def test_the_stip_tables_sv2p_rows_name_the_sv2p_predictor() -> None:
+    rows = [row for t in PAPERS["stip"] for row in t.rows if row.method == "SV2P"]
+    assert len(rows) == 2 and all(row.predictor == "sv2p" for row in rows)  # Tables III and IV
+
+
 def test_other_protocol_lengths_are_marked(tmp_path: Path) -> None:
     write(tmp_path, ucf_run("stip", 30.0, 0.1, future=10))
     md = compare_paper(load_results(tmp_path)[0], "stip")

@@ -34,6 +34,12 @@ MAU = dict(num_layers=4, num_hidden=64, filter_size=5, patch_size=1, tau=5, cell
            batch_size=16, sampling_stop_iter=50_000)
 
 
+SV2P = dict(num_masks=10, dna_kernel_size=5, relu_shift=1e-12, latent_channels=1, latent_std_min=-5.0,
+            num_iterations_1st_stage=15_000, num_iterations_2nd_stage=15_000, latent_loss_multiplier=1e-3,
+            latent_loss_multiplier_schedule="constant", anneal_end=50_000, scheduled_sampling_k=900, lr=1e-3,
+            adam_beta1=0.85, adam_eps=1e-6, grad_clip=1.0)
+
+
 def schedule(max_iterations: int, sampling_stop_iter: int) -> dict:
     return dict(max_iterations=max_iterations, sampling_stop_iter=sampling_stop_iter)
 
@@ -145,6 +151,12 @@ CITED = [
      "OpenSTL (OpenSTLv0.3.0) configs/kth/DMVFN.py"),
     ("dmvfn", "human36m-openstl", dict(DMVFN, lr=1e-3, batch_size=16, lr_schedule="cosine"),
      "OpenSTL (OpenSTLv0.3.0) configs/human/DMVFN.py"),
+    # SV2P: tensor2tensor's next_frame_sv2p (sv2p_params.py, basic_stochastic.py's stochastic hparams) at STIP's batch
+    # and iterations (STIPHR configs/<dataset>_configs.py): STIP gives no SV2P settings.
+    *[("sv2p", dataset, dict(SV2P, batch_size=1, max_iterations=iterations), f"tensor2tensor sv2p_params.py; {source}")
+      for dataset, iterations, source in (("ucf-sports", 100_000, "STIPHR configs/ucfsport_configs.py"),
+                                          ("human36m", 100_000, "STIPHR configs/human36m_configs.py"),
+                                          ("sjtu4k", 40_000, "STIPHR configs/sjtu4k_configs.py"))],
 ]
 ROWS = [(predictor, preset, key, value, source) for predictor, preset, values, source in CITED
         for key, value in values.items()]

@@ -152,25 +152,39 @@ YOLO = WeightFile(
     flag="--yolo-weights", env="VPBENCH_YOLO_WEIGHTS", checker=_yolo_check, locations=_yolo_locations)
 
 
+# No sha256 of i3d_torchscript.pt is published (StyleGAN-V, fvd-comparison, MCVD and PredBench name only its Dropbox
+# URL), but JunyaoHu/common_metrics_on_video_quality commits the file (fvd/styleganv/i3d_torchscript.pt, unchanged from
+# e96450b, 2023-10-29, to 5f75173), and git names it by its content. That repository's copy of VideoGPT's
+# i3d_pretrained_400.pt is the very blob TATS commits, which speaks for its copies.
+_I3D_TORCHSCRIPT_BLOB = "93daef59c7ae0e9e8f76225521407e60cbafa6aa"
+_COMMON_METRICS_COMMIT = "5f751734ce9cef4cd2dddb235726b75dff62a387"
+
+
 def _torchscript_check(path: Path, sha256: str) -> Check:
-    """A TorchScript module that loads; never `verified`: no reference publishes the file's checksum (StyleGAN-V,
-    fvd-comparison, MCVD and PredBench name only its Dropbox URL), so only a user who vouches for a file
-    (--i3d-weights / VPBENCH_I3D_WEIGHTS) gets FVD, and the result records the file's sha256."""
+    """A TorchScript module that loads; `verified` when its git blob id is the one common_metrics_on_video_quality
+    commits. Any other module is used only when the user vouches for it (--i3d-weights / VPBENCH_I3D_WEIGHTS), and
+    the result records its sha256."""
     try:
         with warnings.catch_warnings():  # torch's deprecation notice for TorchScript
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         return Check(False, f"not a TorchScript module ({type(exc).__name__})", usable=False)
-    return Check(False, f"a TorchScript module (sha256 {sha256[:16]}...); no sha256 of i3d_torchscript.pt is "
-                        "published, so no file can be verified")
+    blob = git_blob_sha1(path)
+    if blob == _I3D_TORCHSCRIPT_BLOB:
+        return Check(True, f"git blob {blob[:12]}..., the file common_metrics_on_video_quality commits at "
+                           "fvd/styleganv/i3d_torchscript.pt")
+    return Check(False, f"a TorchScript module, but git blob {blob[:12]}... (sha256 {sha256[:16]}...) is not the "
+                        f"i3d_torchscript.pt that common_metrics_on_video_quality commits ({_I3D_TORCHSCRIPT_BLOB[:12]}...)")
 
 
 I3D_TORCHSCRIPT = WeightFile(
     key="i3d-torchscript",
     used_for="FVD stylegan-v, mcvd, predbench-jit (StyleGAN-V's TorchScript port of the tf.hub I3D, Kinetics-400)",
     filename="i3d_torchscript.pt", url="https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt",
-    published="none published (StyleGAN-V, fvd-comparison, MCVD and PredBench give only the URL)",
+    published=f"none published (StyleGAN-V, fvd-comparison, MCVD and PredBench give only the URL); checked by git blob "
+              f"id {_I3D_TORCHSCRIPT_BLOB} (JunyaoHu/common_metrics_on_video_quality {_COMMON_METRICS_COMMIT[:7]} "
+              "fvd/styleganv/i3d_torchscript.pt)",
     url_query="?dl=1", flag="--i3d-weights", env="VPBENCH_I3D_WEIGHTS", checker=_torchscript_check,
     locations=_torch_hub_checkpoints)
 # No sha256 of i3d_pretrained_400.pt is published (VideoGPT names a Google Drive id), but two repositories commit
