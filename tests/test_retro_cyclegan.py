@@ -94,3 +94,96 @@ def test_sequence_discriminator_scores_what_the_reference_scores():
         out = net(window)
     # The reference's last convolution is 'valid', vpbench's 'same' (pads 1 before, 2 after): its interior.
     assert (out[..., 1:-2, 1:-2] - expected).abs().max() <= 1e-5  # measured: 2.7e-7
+
+
+# --- the retrospective cycle, its losses, the rollout ---------------------------------------------------------------
+class _Sum(torch.nn.Module):
+    """A stand-in generator whose output says which frames it read, in which order: sum_i (i + 1) x_i."""
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        weights = torch.arange(1, frames.shape[1] + 1, dtype=frames.dtype).view(1, -1, 1, 1, 1)
+        return (frames * weights).sum(1)
+
+
+def test_the_cycle_predicts_both_ways_and_from_its_own_predictions():
+    model = tiny("retro-cyclegan", VideoSpec(1, 16, 16, 4, 4))
+    model.generator = _Sum()
+    window = torch.rand(2, 5, 1, 16, 16)
+    x = [window[:, i] for i in range(5)]
+    fakes, pairs = model._cycle(window)
+    combine = lambda frames: sum((i + 1) * f for i, f in enumerate(frames))  # noqa: E731
+    n1, m1 = combine(x[:4]), combine([x[4], x[3], x[2], x[1]])  # x'_n from x1..x4, x'_m from x5..x2
+    n2, m2 = combine([m1, x[1], x[2], x[3]]), combine([n1, x[3], x[2], x[1]])  # each from the other's prediction
+    for key, expected in (("n1", n1), ("m1", m1), ("n2", n2), ("m2", m2)):
+        torch.testing.assert_close(fakes[key], expected)
+    expected_pairs = [(x[4], n1), (x[4], n2), (n1, n2), (x[0], m1), (x[0], m2), (m1, m2)]
+    for (a, b), (c, d) in zip(pairs, expected_pairs, strict=True):
+        torch.testing.assert_close(a, c)
+        torch.testing.assert_close(b, d)
+    real, fake = model._sequences(window, fakes)
+    torch.testing.assert_close(real[1], window.flip(1))
+    torch.testing.assert_close(fake[0][:, 4], n1)
+    torch.testing.assert_close(fake[3][:, :4], window.flip(1)[:, :4])
+    torch.testing.assert_close(fake[3][:, 4], m2)
+
+
+def test_rollout_feeds_each_prediction_into_the_window():
+    model = tiny("retro-cyclegan", VideoSpec(1, 16, 16, 6, 3))
+    model.generator = _Sum()
+    context = torch.rand(1, 6, 1, 16, 16) * 0.01
+    out = model(context, 3) * 2 - 1
+    w = [f for f in (context[0, 2:] * 2 - 1)]  # the last four frames, in [-1, 1]
+    first = sum((i + 1) * f for i, f in enumerate(w))
+    second = sum((i + 1) * f for i, f in enumerate(w[1:] + [first]))
+    torch.testing.assert_close(out[0, 0], first)
+    torch.testing.assert_close(out[0, 1], second)
+
+
+def test_log_kernel():
+    kernel = log_kernel(7, 1.0)[0, 0]
+    assert kernel[3, 3].item() == pytest.approx(-1 / np.pi)  # (0 - 2) / (2 pi) at the centre
+    assert kernel[3, 4].item() == pytest.approx(-1 / (2 * np.pi) * np.exp(-0.5))
+    assert torch.equal(kernel, kernel.T) and abs(kernel.sum().item()) < 0.05  # a Laplacian: near zero in total
+
+
+def test_least_squares_gan_losses():
+    """Each discriminator's last convolution set to a constant score c: the generator's adversarial loss is
+    (c - 1)^2, a discriminator's (c - 1)^2 + c^2 (va26 added its discriminators' losses to the generator's)."""
+    model = tiny("retro-cyclegan", VideoSpec(1, 16, 16, 4, 4))
+    trainer = TrainContext(model, model.config, "fp32", torch.device("cpu"))
+    for net, c in ((model.frame_discriminator, 0.25), (model.sequence_discriminator.net, -0.5)):
+        last = net[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, c)
+        last.requires_grad_(False)
+    before = [p.clone() for p in model.generator.parameters()]
+    out = model.training_step(torch.rand(2, 8, 1, 16, 16), trainer)
+    assert out["frame_adv"].item() == pytest.approx(0.75 ** 2)
+    assert out["d_frame"].item() == pytest.approx(0.75 ** 2 + 0.25 ** 2)
+    assert out["sequence_adv"].item() == pytest.approx(1.5 ** 2)
+    assert out["d_sequence"].item() == pytest.approx(1.5 ** 2 + 0.5 ** 2)
+    image = model.training_loss(torch.rand(2, 8, 1, 16, 16), 0)
+    assert image.item() > 0
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.generator.parameters()))
+
+
+def test_training_steps_every_network_and_reports_its_losses():
+    model = tiny("retro-cyclegan", VideoSpec(1, 16, 16, 4, 4))
+    trainer = TrainContext(model, model.config, "fp32", torch.device("cpu"))
+    nets = (model.generator, model.frame_discriminator, model.sequence_discriminator)
+    before = [[p.clone() for p in net.parameters()] for net in nets]
+    out = model.training_step(torch.rand(2, 8, 1, 16, 16), trainer)
+    assert set(out) == {"loss", "image", "mse", "frame_adv", "d_frame", "sequence_adv", "d_sequence"}
+    for net, saved in zip(nets, before):
+        assert any(not torch.equal(a, b) for a, b in zip(saved, net.parameters()))
+    assert set(model.optimizer_groups()) == {"generator", "frame_discriminator", "sequence_discriminator"}
+    plain = create_predictor("retro-cyclegan", VideoSpec(1, 16, 16, 4, 4), preset="tiny", frame_weight=0,
+                             sequence_weight=0)
+    assert plain.modules_outside_prediction() == [] and set(plain.optimizer_groups()) == {"generator"}
+
+
+def test_bad_protocols_are_one_line():
+    with pytest.raises(UserError, match="last 4 frames"):
+        create_predictor("retro-cyclegan", VideoSpec(1, 16, 16, 3, 4), preset="tiny")
+    with pytest.raises(UserError, match="divisible by 4"):
+        create_predictor("retro-cyclegan", VideoSpec(1, 18, 16, 4, 4), preset="tiny")
