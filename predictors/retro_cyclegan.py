@@ -5,7 +5,7 @@ plays the generator against a frame discriminator and a sequence discriminator.
 
 The authors published no code. This follows the one public implementation that builds the whole method,
 va26/Retrospective-Cycle-GAN--tensorflow (TensorFlow 2, commit 95cb5bc: model.py, train.py, utils.py), layer for
-layer; it was read and its models built with TensorFlow to count them, not run against this code. Its layers, with
+layer; its generator and sequence discriminator were run with TensorFlow against this code (below). Its layers, with
 TensorFlow's 'same' padding throughout (`_same_pad`: the extra row of an even padding goes after), frames in
 [-1, 1], all convolutions without bias except the last of each network, weights drawn from N(0, 0.02):
 - Generator: a 3D convolution over the 4 frames (kernel 4 x 7 x 7, `width` filters, no normalisation and no
@@ -26,9 +26,10 @@ TensorFlow's 'same' padding throughout (`_same_pad`: the extra row of an even pa
   the reversed window against each with its last frame replaced by a prediction. Least-squares GAN losses, weights
   0.005 (LoG), 0.003 (frame), 0.003 (sequence), Adam 3e-4 with beta1 0.5 for all three networks, batch 1.
 - Prediction of several frames: each predicted frame joins the window of the last four (the generator is
-  trained for the next frame only, as in the paper and train.py).
+  trained for the next frame only, as train.py trains it).
 
-Departures from va26, each a bug there (the paper's text, which we could not read in full, is [unverified] on all):
+Departures from va26, the first three from what look like bugs in it (no switch restores them; the paper's text,
+which we could not read in full, is [unverified] on every point of this docstring):
 - The frame discriminator's kernels: its (1, 4, 4) in TensorFlow's (height, width, time) order give 1 x 4 spatial
   kernels (and four time taps of which one meets the single frame); here 4x4 spatial kernels, the same count.
 - Adversarial losses: va26 adds its discriminators' own losses to the generator's (the generator is pushed to look
@@ -49,6 +50,11 @@ wide), their weights random, predict and score what this code does with those we
 configuration (RGB, width 128, 9 blocks, d_width 64), counted by TensorFlow from its model.py and here alike
 (tests/test_retro_cyclegan.py restates them by hand): generator 11,920,131; frame discriminator 2,765,569;
 sequence discriminator 11,032,321. The paper's own counts are not published [unverified].
+
+At sjtu4k (2160x3840 RGB, 4 -> 4): 11,920,131 parameters and 41.81 TFLOPs (fvcore; counted at 216x384 and scaled
+by the area, which every count here follows: 72x128 counts exactly a ninth of 216x384). Memory there: the first
+convolution's output over the 4 frames is 17 GB in fp32 and its padded copy as much, so `bench profile` at sjtu4k
+needs about 34 GB of memory (GPU or CPU); it was not run on the 23 GB machine this was written on.
 """
 from __future__ import annotations
 
@@ -169,7 +175,8 @@ class Generator(nn.Module):
         return torch.tanh(self.head(self.up(self.trunk(self.down(x)))))
 
 
-def _patch_discriminator(conv: type[nn.Module], channels: int, width: int, layers: int, last_kernel: Any) -> nn.Sequential:
+def _patch_discriminator(conv: type[nn.Module], channels: int, width: int, layers: int,
+                         last_kernel: Any) -> nn.Sequential:
     """pix2pix's PatchGAN as va26 builds it: `layers` stride-2 4-kernels (IN after all but the first), one at
     stride 1 to 8x (as 2^layers x) the first width, then one score per patch."""
     out: list[nn.Module] = []
@@ -222,9 +229,10 @@ class RetroCycleGan(Predictor):
     Config = RetroCycleGanConfig
     fully_convolutional = True
     presets = {
-        # STIP's datasets: va26's model and optimiser (model.py, train.py lines 53-56 and 88-90: width 128,
-        # 9 blocks, lr 3e-4, beta1 0.5, batch 1), trained as STIP trains on each (STIPHR configs/<dataset>_configs.py:
-        # 100k / 100k / 40k iterations) [unverified: STIP's paper gives no settings for this method].
+        # STIP's datasets: va26's model and training, the config's defaults (model.py lines 180-202: width 128,
+        # 9 blocks, discriminators from 64; train.py lines 22, 29-30, 54-56, 106-108: batch 1, LoG 7 / sigma 1,
+        # weights 0.005 / 0.003 / 0.003, Adam 3e-4 with beta1 0.5), for as many iterations as STIP trains on each
+        # (STIPHR configs/<dataset>_configs.py: 100k / 100k / 40k) [unverified: STIP gives no settings for it].
         "ucf-sports": dict(max_iterations=100_000, val_every=5_000, eval_batch_size=4),
         "human36m": dict(max_iterations=100_000, val_every=5_000, eval_batch_size=2),
         "sjtu4k": dict(max_iterations=40_000, val_every=5_000, eval_batch_size=1),
