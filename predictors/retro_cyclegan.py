@@ -53,8 +53,10 @@ sequence discriminator 11,032,321. The paper's own counts are not published [unv
 
 At sjtu4k (2160x3840 RGB, 4 -> 4): 11,920,131 parameters and 41.81 TFLOPs (fvcore; counted at 216x384 and scaled
 by the area, which every count here follows: 72x128 counts exactly a ninth of 216x384). Memory there: the first
-convolution's output over the 4 frames is 17 GB in fp32 and its padded copy as much, so `bench profile` at sjtu4k
-needs about 34 GB of memory (GPU or CPU); it was not run on the 23 GB machine this was written on.
+convolution's output over the 4 frames is 17 GB in fp32 and its padded copy as much (about 34 GB), and on the CPU
+torch's 3D convolution also unfolds its input: `bench profile --dataset ucf-sports` (512x512, 4 -> 6, 1 CPU thread)
+peaked at 9.46 GB RSS, about 300 GB scaled to 4K. `bench profile` at sjtu4k was not run (a 23 GB machine); on the
+CPU it would run out of memory, not print a line [unverified on a GPU].
 """
 from __future__ import annotations
 
