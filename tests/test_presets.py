@@ -145,6 +145,11 @@ CITED = [
     ("strpm", "ucf-sports", dict(STRPM_MODEL, sr_size=4, **schedule(100_000, 20_000)), "STRPM configs/ucfsport_configs.py"),
     ("strpm", "human36m", dict(STRPM_MODEL, sr_size=8, **schedule(100_000, 50_000)), "STRPM configs/human36m_configs.py"),
     ("strpm", "sjtu4k", dict(STRPM_MODEL, sr_size=16, **schedule(40_000, 20_000)), "STRPM configs/sjtu4k_configs.py"),
+    *[("retro-cyclegan", dataset, dict(width=128, residual_blocks=9, d_width=64, d_layers=3, batch_size=1,
+                                       log_size=7, log_sigma=1.0, log_weight=0.005, frame_weight=0.003,
+                                       sequence_weight=0.003, lr=3e-4, d_lr=3e-4, adam_beta1=0.5),
+       "va26/Retrospective-Cycle-GAN--tensorflow model.py lines 180-202, train.py lines 22, 29-30, 54-56, 106-108")
+      for dataset in ("ucf-sports", "human36m", "sjtu4k")],
     ("dmvfn", "mmnist", dict(DMVFN, lr=1e-4, batch_size=16, lr_schedule="onecycle"),
      "OpenSTL (OpenSTLv0.3.0) configs/mmnist/DMVFN.py"),
     ("dmvfn", "kth-10to20", dict(DMVFN, lr=5e-5, batch_size=16, lr_schedule="onecycle"),
