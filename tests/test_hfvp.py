@@ -87,7 +87,7 @@ def _hand_count(channels: int, k: float, m: float, rnn_size: int = 512, g_dim: i
 def test_sizes_by_hand():
     mmnist = VideoSpec(1, 64, 64, 5, 10)
     assert count_parameters(create_predictor("hfvp", mmnist, preset="mmnist"))[0] == _hand_count(1, 1, 1) == 82_933_929
-    # the paper's largest scales, M = 3 and K = 5 (svg-prime's flags; the paper's own widths unverified)
+    # M = 3, K = 5: recalled as the paper's largest model [unverified]
     large = create_predictor("hfvp", mmnist, preset="mmnist", K=5.0, M=3.0)
     assert count_parameters(large)[0] == _hand_count(1, 5, 3) == 796_246_697
     sjtu4k = create_predictor("hfvp", VideoSpec(3, 216, 384, 4, 4), preset="sjtu4k")
@@ -96,9 +96,6 @@ def test_sizes_by_hand():
 
 def test_samples_are_repeatable_and_differ():
     model = tiny("hfvp").eval()
-    with torch.no_grad():  # away from SVG's N(0, 0.02) start, whose frames are 0.5 throughout whatever z is
-        for p in model.parameters():
-            p.uniform_(-0.3, 0.3)
     context = torch.rand(2, 4, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         first = model(context, 3, samples=3, generator=torch.Generator().manual_seed(1))

@@ -145,6 +145,9 @@ CITED = [
      "OpenSTL (OpenSTLv0.3.0) configs/kth/DMVFN.py"),
     ("dmvfn", "human36m-openstl", dict(DMVFN, lr=1e-3, batch_size=16, lr_schedule="cosine"),
      "OpenSTL (OpenSTLv0.3.0) configs/human/DMVFN.py"),
+    ("hfvp", "mmnist", dict(K=1.0, M=1.0, rnn_size=512, g_dim=128, z_dim=10, predictor_rnn_layers=2, prior_rnn_layers=1,
+                            posterior_rnn_layers=1, beta=1e-4, lr=3e-4, batch_size=100),
+     "s-tian/svg-prime 6517c44 svg_prime/train_svg_prime.py lines 13-44"),
 ]
 ROWS = [(predictor, preset, key, value, source) for predictor, preset, values, source in CITED
         for key, value in values.items()]
