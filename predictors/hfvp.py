@@ -48,9 +48,9 @@ loss (make_hfvp.py): loaded here, this predicts the same and computes the same l
 
 Sizes (hand counts from svg-prime's layer list, tests/test_hfvp.py): at svg-prime's defaults (K = M = 1, 64x64 grey)
 82,933,929 parameters, 75.5M of them in the four 512-channel ConvLSTM cells; at M = 3, K = 5 (recalled as the
-paper's largest model, [unverified]: the paper could not be read here) 796,246,697. At sjtu4k's 2160x3840 RGB (K = M = 1, 4 -> 4) 82,936,235 parameters and
-81.81 TFLOPs (fvcore, batch 1: 818,086,625,280 at 216x384 times 100; every operation follows the frame's area, and
-72x128 counts exactly a ninth of 216x384).
+paper's largest model, [unverified]: the paper could not be read here) 796,246,697. At sjtu4k's 2160x3840 RGB (K = M
+= 1, 4 -> 4) 82,936,235 parameters and 81.81 TFLOPs (fvcore, batch 1: 818,086,625,280 at 216x384 times 100; every
+operation follows the frame's area, and 72x128 counts exactly a ninth of 216x384).
 """
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ class HFVPConfig(StochasticConfig):
 
 def vgg_layer(c_in: int, c_out: int) -> nn.Sequential:
     """3x3 conv, BatchNorm, LeakyReLU 0.2."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(LEAKY_SLOPE))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out),
+                         nn.LeakyReLU(LEAKY_SLOPE, inplace=True))
 
 
 def vgg_stage(widths: list[int]) -> nn.Sequential:
@@ -206,7 +207,7 @@ def gaussian_kl(mean_q: Tensor, logvar_q: Tensor, mean_p: Tensor, logvar_p: Tens
 
 
 def svg_init(module: nn.Module, std: float) -> None:
-    """SVG's init_weights (std 0.02): convolutions N(0, std) and zero biases, BatchNorm scales N(1, std), zero shifts."""
+    """SVG's init_weights (std 0.02): convolutions N(0, std), zero biases; BatchNorm scales N(1, std), zero shifts."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, std)
         nn.init.zeros_(module.bias)
@@ -346,6 +347,8 @@ class HFVP(StochasticPredictor):
         def encode(frame: Tensor) -> tuple[Tensor, list[Tensor]]:
             # deterministic: once per sequence, then repeated for its samples
             h, skips = self.encoder(frame)
+            if copies == 1:  # no copy: at 4K a skip is gigabytes
+                return h, skips
             return h.repeat_interleave(copies, 0), [s.repeat_interleave(copies, 0) for s in skips]
 
         states: dict[str, list[Cell] | None] = dict.fromkeys(("predictor", "posterior", "prior"))
