@@ -269,8 +269,8 @@ class HFVP(StochasticPredictor):
     checkpoint_layouts = (SVG_PRIME,)
     fully_convolutional = True  # convolutions only, every state sized from the input
     presets = {
-        # train_svg_prime.py's defaults (REFERENCE), its smmnist setting: 64x64 grey, n_past 5, n_future 10, batch 100,
-        # 300 epochs x 600 iterations (lines 15, 23, 25).
+        # train_svg_prime.py's defaults (REFERENCE), its smmnist setting: 64x64 grey, batch 100, 300 epochs x 600
+        # iterations (lines 15, 23, 25). It trains 5 -> 10 (n_past, n_future); vpbench's mmnist protocol is 10 -> 10.
         "mmnist": dict(REFERENCE, batch_size=100, max_iterations=180_000, val_every=6_000),
         # STIP's three datasets [unverified]: see _stip.
         "ucf-sports": _stip(100_000, 4),
