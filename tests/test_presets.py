@@ -162,6 +162,9 @@ CITED = [
       for dataset, iterations, source in (("ucf-sports", 100_000, "STIPHR configs/ucfsport_configs.py"),
                                           ("human36m", 100_000, "STIPHR configs/human36m_configs.py"),
                                           ("sjtu4k", 40_000, "STIPHR configs/sjtu4k_configs.py"))],
+    ("hfvp", "mmnist", dict(K=1.0, M=1.0, rnn_size=512, g_dim=128, z_dim=10, predictor_rnn_layers=2, prior_rnn_layers=1,
+                            posterior_rnn_layers=1, beta=1e-4, lr=3e-4, batch_size=100),
+     "s-tian/svg-prime 6517c44 svg_prime/train_svg_prime.py lines 13-44"),
 ]
 ROWS = [(predictor, preset, key, value, source) for predictor, preset, values, source in CITED
         for key, value in values.items()]
