@@ -54,7 +54,16 @@ blocks 1, 2, 1, random weights, its frequency loss on) with OpenSTL's own code, 
 passes) and its loss on seeded frames; loaded here they agree (tests/test_foreign.py, tests/test_wast.py).
 
 Costs. OpenSTL prints no WaST row in its benchmark tables (docs/en/model_zoos/), and ships a config only for TaxiBJ.
-[costs: to be counted]
+At the mmnist preset (that config's model on 64x64 grey, 10 -> 10, one pass): 28,183,141 parameters (4,000 of
+them the unused layer_scale_2), what OpenSTL's WaST_level1 built so holds, and 24.11 GFLOPs (`count_flops`, batch 1:
+24,108,922,880). fvcore alone counts OpenSTL's model at 21.61G: it skips the 'same'-padded depth-wise convolutions
+(aten::_convolution_mode: 2.52G here, which vpbench's count adds) and counts the coordinate attention's adaptive
+pooling (26.2M), which here is a mean, an element-wise operation neither count includes.
+At sjtu4k (2160x3840 RGB, 4 -> 4; no preset: the defaults, the same model): 5,138,223 parameters and 10.50 TFLOPs
+(10,502,945,817,600: counted at 72x128, 144x256 and 216x384 and extrapolated as a*k^2 + b*k + c in the scale k,
+which every operation's count follows: the attention's pooled convolutions grow with the frame's side, the rest
+with its area). Not run at 4K here: a 320-channel expansion of a 2160x3840 frame is 10.6 GB in float32, one of
+several live at once, and 10.5 TFLOPs take minutes a pass on one CPU thread.
 """
 from __future__ import annotations
 

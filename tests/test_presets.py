@@ -145,6 +145,9 @@ CITED = [
      "OpenSTL (OpenSTLv0.3.0) configs/kth/DMVFN.py"),
     ("dmvfn", "human36m-openstl", dict(DMVFN, lr=1e-3, batch_size=16, lr_schedule="cosine"),
      "OpenSTL (OpenSTLv0.3.0) configs/human/DMVFN.py"),
+    # OpenSTL ships WaST's config for TaxiBJ only; wast's mmnist preset is it.
+    ("wast", "mmnist", dict(encoder_dim=20, block_list=(2, 8, 2), mlp_ratio=4.0, loss_weight=0.001, lr=1e-3,
+                            batch_size=16, drop_path=0.25, lr_schedule="cosine"), "OpenSTL configs/taxibj/WaST.py"),
 ]
 ROWS = [(predictor, preset, key, value, source) for predictor, preset, values, source in CITED
         for key, value in values.items()]
