@@ -52,7 +52,7 @@ Departures:
 Checkpoint comparison: tests/fixtures/openstl/make.py wrote an OpenSTL Lightning checkpoint of WaST (encoder_dim 4,
 blocks 1, 2, 1, random weights, its frequency loss on) with OpenSTL's own code, its prediction for 2 -> 3 (two
 passes) and its loss on seeded frames; loaded here the prediction agrees to 6.7e-8 (largest difference; also on
-the channels-last path, tests/test_foreign.py), the loss to float64 rounding and the per-block drop-path rates
+the channels-last path, tests/test_foreign.py), the loss (0 apart) and the per-block drop-path rates
 exactly (tests/test_wast.py).
 
 Costs. OpenSTL prints no WaST row in its benchmark tables (docs/en/model_zoos/), and ships a config only for TaxiBJ.
