@@ -28,7 +28,9 @@ FORWARD_SEED = 0  # make.py's: DMVFN draws its routing from torch's global gener
 # How each file holds its weights: OpenSTL's Lightning checkpoints, but DMVFN's, from its pre-Lightning branch
 # (OpenSTLv0.3.0), which saves the best model's bare state dict (Recorder: checkpoint.pth).
 LIGHTNING = "OpenSTL checkpoint (a Lightning checkpoint's state_dict, 'model.' prefix removed)"
-FIRST_NOTE = {"dmvfn": "OpenSTL checkpoint (a bare state dict)"}
+# WaST's also holds its frequency loss's Haar filters beside the `model.` ones: the prefix goes through its layout.
+FIRST_NOTE = {"dmvfn": "OpenSTL checkpoint (a bare state dict)",
+              "wast": "OpenSTL checkpoint (a Lightning checkpoint's state_dict)"}
 
 
 def seeded_input() -> torch.Tensor:
@@ -83,7 +85,9 @@ DROPPED = {"convlstm": "dropped 4 tensors OpenSTL creates but never calls: cell_
                          "Upsample.patch_embed.norm.bias, Upsample.patch_embed.norm.weight, "
                          "Upsample.patch_embed.proj.bias, Upsample.patch_embed.proj.weight",
            "swinlstm-b": "dropped 2 tensors OpenSTL creates but never calls: ST.layer.STBs.*.red.bias, "
-                         "ST.layer.STBs.*.red.weight"}
+                         "ST.layer.STBs.*.red.weight",
+           "wast": "dropped 1 tensor OpenSTL keeps outside the model (its frequency loss's Haar filters): "
+                   "hffl.DWT.filters"}
 SWITCHES = {"convlstm": ("forget_bias", 0.0, 1.0), "e3d-lstm": ("reference_cell", True, False),
             "simvp-swin": ("swin_mask", False, True)}
 
@@ -142,7 +146,7 @@ def test_a_bare_swinlstm_state_dict_is_told_by_its_never_called_tensors(tmp_path
 CLI_MODELS = {"convlstm": "convlstm", "predrnn-pp": "predrnn-pp", "mim": "mim", "simvp-incepu": "simvp",
               "e3d-lstm": "e3d-lstm", "simvp-swin": "simvp", "tau": "tau", "mau-recall": "mau",
               "mmvp": "mmvp", "dmvfn": "dmvfn",
-              "swinlstm-d": "swinlstm"}
+              "swinlstm-d": "swinlstm", "wast": "wast"}
 
 
 def _cli_value(value) -> str:

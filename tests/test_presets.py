@@ -165,6 +165,9 @@ CITED = [
     ("hfvp", "mmnist", dict(K=1.0, M=1.0, rnn_size=512, g_dim=128, z_dim=10, predictor_rnn_layers=2, prior_rnn_layers=1,
                             posterior_rnn_layers=1, beta=1e-4, lr=3e-4, batch_size=100),
      "s-tian/svg-prime 6517c44 svg_prime/train_svg_prime.py lines 13-44"),
+    # OpenSTL ships WaST's config for TaxiBJ only; wast's mmnist preset is it.
+    ("wast", "mmnist", dict(encoder_dim=20, block_list=(2, 8, 2), mlp_ratio=4.0, loss_weight=0.001, lr=1e-3,
+                            batch_size=16, drop_path=0.25, lr_schedule="cosine"), "OpenSTL configs/taxibj/WaST.py"),
 ]
 ROWS = [(predictor, preset, key, value, source) for predictor, preset, values, source in CITED
         for key, value in values.items()]
