@@ -48,6 +48,9 @@ def openstl_model(name: str, **changes):
     return model, checkpoint
 
 
+FLOW_MODELS = {"dmvfn"}  # predictions are warped frames: fp32 rounding moves the sampling points
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_openstl_checkpoints_predict_what_openstl_predicted(name):
     model, checkpoint = openstl_model(name)
@@ -59,9 +62,10 @@ def test_openstl_checkpoints_predict_what_openstl_predicted(name):
         prepare_execution(model, torch.device("cpu"), "fp32", channels_last=True)
         torch.manual_seed(FORWARD_SEED)
         fast = model(seeded_input(), SPEC.future)
-    assert (output - EXPECTED[name]["output"]).abs().max() < 1e-6
-    # channels-last kernels round differently in fp32; a flow model's warps scale that by the frames' gradients
-    # (dmvfn: 3.7e-6; the others under 1e-6)
+    # Another CPU's kernels (or channels-last ones) round differently in fp32, and a flow model's warps scale that by
+    # the frames' gradients: dmvfn 0.0 on the AMD EPYC that wrote the fixtures, 3.8e-6 on an Intel Xeon (AVX-512),
+    # 3.7e-6 channels-last; every other model under 1e-6 on both.
+    assert (output - EXPECTED[name]["output"]).abs().max() < (1e-5 if name in FLOW_MODELS else 1e-6)
     assert (fast - EXPECTED[name]["output"]).abs().max() < 1e-5
     assert checkpoint.notes[0] == FIRST_NOTE.get(name, LIGHTNING)
 
