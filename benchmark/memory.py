@@ -12,8 +12,12 @@ the allocator's slack. A ConvLSTM training step (tiny preset, batch 4, 4096x64 a
 """
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import sys
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -27,8 +31,9 @@ TRAINING_COPIES = 4
 # The dry forward runs on frames whose clip takes at most this: a fraction of a second, and far from
 # exhausting any memory (the main job's clips take 0.3 MB).
 DRY_CLIP_BYTES = 8 * 2**20
-# Halvings of the frame tried for the dry forward (a model may refuse a size its patches do not divide).
-MAX_HALVINGS = 24
+# Frame sizes tried for the dry forward (a model may refuse a size its patches do not divide), the smallest side.
+MAX_CANDIDATES = 48
+MIN_SIDE = 8
 
 
 def gib(n: float) -> str:
@@ -96,18 +101,39 @@ def check_fits(need: MemoryNeed, spec: VideoSpec, name: str, device: torch.devic
 
 
 def smaller_specs(spec: VideoSpec) -> Iterator[VideoSpec]:
-    """`spec` if its clips are cheap, else the frame halved (the longer side first) until they are."""
-    height, width = spec.height, spec.width
-    for _ in range(MAX_HALVINGS):
-        candidate = replace(spec, height=height, width=width)
-        if clip_bytes(candidate) <= DRY_CLIP_BYTES:
-            yield candidate
-        if height >= width and height >= 16:
-            height //= 2
-        elif width >= 16:
-            width //= 2
-        else:
-            return
+    """`spec` if its clips are cheap, else frames whose sides divide the frame's sides, largest first (the closest
+    to the frame's shape first among equals), whose clips are cheap: dividing keeps what a model's patches and
+    strides need of the sides (2160x3840 gives 216x384, not the 270x480 that halving reaches and a patch of 4
+    refuses)."""
+    if clip_bytes(spec) <= DRY_CLIP_BYTES:
+        yield spec
+        return
+    aspect = spec.height / spec.width
+    sides = [(h, w) for h in _divided(spec.height) for w in _divided(spec.width)
+             if clip_bytes(replace(spec, height=h, width=w)) <= DRY_CLIP_BYTES]
+    sides.sort(key=lambda hw: (-hw[0] * hw[1], abs(math.log(hw[0] / hw[1] / aspect))))
+    for height, width in sides[:MAX_CANDIDATES]:
+        yield replace(spec, height=height, width=width)
+
+
+def _divided(side: int) -> list[int]:
+    """`side` divided by each of its divisors, down to MIN_SIDE."""
+    return [side // d for d in range(1, side + 1) if side % d == 0 and side // d >= MIN_SIDE]
+
+
+def _dry_count(resolved: ResolvedConfig, spec: VideoSpec, device: torch.device,
+               count: Callable[[torch.nn.Module, torch.device], int]) -> int | None:
+    """`count` of the model built for the first cheap frame size it accepts, scaled to `spec`'s frame area; the
+    model is built under a forked RNG and dropped. None when no size is accepted."""
+    for small in smaller_specs(spec):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            try:
+                model = resolved.build(small).to(device).eval()
+            except UserError:  # e.g. patches that do not divide this size: try a smaller one
+                continue
+            counted = count(model, device)
+        return round(counted * (spec.height * spec.width) / (small.height * small.width))
+    return None
 
 
 def activations_per_clip(resolved: ResolvedConfig, spec: VideoSpec, device: torch.device) -> int | None:
@@ -117,15 +143,68 @@ def activations_per_clip(resolved: ResolvedConfig, spec: VideoSpec, device: torc
     out: the same number on every device and at every call, whatever the allocator keeps. The model is built
     for the count and dropped, under a forked RNG, so the run that follows is the one it would have been
     without it. None when no size is accepted."""
-    for small in smaller_specs(spec):
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            try:
-                model = resolved.build(small).to(device).eval()
-            except UserError:  # e.g. patches that do not divide this size: try a smaller one
-                continue
-            saved = _saved_bytes(model, device)
-        return round(saved * (spec.height * spec.width) / (small.height * small.width))
-    return None
+    return _dry_count(resolved, spec, device, _saved_bytes)
+
+
+def forward_peak_bytes(resolved: ResolvedConfig, spec: VideoSpec, device: torch.device) -> int | None:
+    """The peak of what a batch-1 forward without gradients allocates above what it starts with (the weights are
+    already there), measured on the first cheap frame size the model accepts and scaled to `spec`'s frame area:
+    an estimate, good where activations follow the area (convolutions), low where they grow faster (attention
+    over every position), high where fixed-size buffers dominate the small frames. On the CPU it follows the
+    allocator's events under torch.profiler (workspaces such as a convolution's unfolded input included); on a
+    GPU, torch.cuda's peak statistics."""
+    return _dry_count(resolved, spec, device, _forward_peak)
+
+
+def _forward_peak(model: torch.nn.Module, device: torch.device) -> int:
+    spec = model.spec
+    clip = torch.zeros(1, spec.context, spec.channels, spec.height, spec.width, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        with torch.no_grad():
+            model(clip, spec.future)
+        return torch.cuda.max_memory_allocated(device) - start
+    with _quiet_stderr(), torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                                  profile_memory=True) as recorded:
+        model(clip, spec.future)
+    live = peak = 0
+    # Each event's own allocations minus frees, in the order they happened: the live bytes over time.
+    for event in sorted(recorded.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence what the profiler's C++ side writes to file descriptor 2 (start/stop notes, a GPU probe's error on a
+    machine without one): the user's terminal keeps one line per outcome."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def check_forward_fits(name: str, spec: VideoSpec, parameters: int, forward_peak: int | None,
+                       device: torch.device) -> None:
+    """Refuse, in one line, a batch-1 forward that `forward_peak_bytes` says needs more than the free memory (with
+    the clip and the predictions; the weights are already allocated)."""
+    free = available_bytes(device)
+    if free is None or forward_peak is None:
+        return
+    frame = spec.channels * spec.height * spec.width * FLOAT_BYTES
+    need = MemoryNeed({"clip": clip_bytes(spec), "predictions": spec.future * frame, "the forward": forward_peak})
+    if need.total > free[0]:
+        raise UserError(f"{name}: a batch-1 forward on {spec.height}x{spec.width}x{spec.channels} frames needs about "
+                        f"{gib(need.total)} ({need.describe()}: its peak on smaller frames, scaled by the area) "
+                        f"besides its {gib(parameters * FLOAT_BYTES)} of weights; {free[1]}")
 
 
 def _saved_bytes(model: torch.nn.Module, device: torch.device) -> int:

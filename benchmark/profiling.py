@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from . import memory
 from .acceleration import prepare_execution, resolve_precision
 from .config import Overrides
 from .costs import measure_costs
@@ -39,13 +40,18 @@ def profile_models(models: list[str], dataset_name: str, protocol: str | None, o
     resolved_precision, note = resolve_precision(precision, torch_device)
     if note is not None:
         console.print(note)
-    clip = random_clip(resolved_protocol, seed)
+    clip = None  # made once a model is known to fit: a refused frame size is never allocated
     records = []
     for cls in classes:
         resolved = resolve_config(cls, dataset.presets_for(resolved_protocol), predictor_overrides(cls, overrides),
                                   preset=preset if preset in cls.presets else None)
+        spec = resolved_protocol.spec
+        forward_peak = memory.forward_peak_bytes(resolved, spec, torch_device)  # on small frames, scaled
         torch.manual_seed(seed)
-        model = resolved.build(resolved_protocol.spec).to(torch_device)
+        model = resolved.build(spec).to(torch_device)
+        memory.check_forward_fits(cls.registry_name, spec, sum(p.numel() for p in model.parameters()), forward_peak,
+                                  torch_device)
+        clip = random_clip(resolved_protocol, seed) if clip is None else clip
         execution = prepare_execution(model, torch_device, resolved_precision, compile=compile)
         costs = measure_costs(model, clip, torch_device, describe_device(torch_device), warmup=warmup,
                               repeats=repeats, precision=resolved_precision)

@@ -2,6 +2,8 @@
 The costs themselves are tested in tests/test_costs.py."""
 import json
 
+import torch
+
 import pytest
 
 from vpbench.errors import UserError
@@ -81,3 +83,41 @@ def test_bad_profile_input_gives_one_error_line_and_exit_code_2(bench, no_data, 
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+
+
+def test_a_forward_larger_than_the_free_memory_is_refused_in_one_line(bench, no_data, tmp_path):
+    # 21600x38400 (sjtu4k's frames, 10 times each side): convlstm's forward alone would take hundreds of GB
+    proc = bench("profile", "--models", "convlstm", "--dataset", "sjtu4k", "--set", "data.height=21600",
+                 "--set", "data.width=38400", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+                 cwd=tmp_path / "work", env=no_data, check=False)
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: convlstm: a batch-1 forward on 21600x38400x3 frames needs about ")
+    assert "its peak on smaller frames, scaled by the area" in line and "available" in line
+
+
+def test_the_forward_estimate_follows_the_frame_area(monkeypatch):
+    from vpbench import memory
+    from vpbench.predictor import resolve_config
+    from vpbench.registry import PREDICTORS
+
+    resolved = resolve_config(PREDICTORS.get("convlstm"), (), {"num_layers": 1, "num_hidden": 8, "patch_size": 4})
+    small, large = VideoSpec(1, 128, 256, 2, 2), VideoSpec(1, 512, 1024, 2, 2)
+    measured = memory._forward_peak(resolved.build(large).eval(), torch.device("cpu"))  # measured at that size
+    # allow clips of 128x256 at most: the estimate is measured there (a frame whose sides divide 512x1024), x16
+    monkeypatch.setattr(memory, "DRY_CLIP_BYTES", memory.clip_bytes(small))
+    estimated = memory.forward_peak_bytes(resolved, large, torch.device("cpu"))
+    assert [(s.height, s.width) for s in memory.smaller_specs(large)][0] == (128, 256)
+    assert 0.8 * measured < estimated < 1.25 * measured
+    # a hand count of what must be live: the hidden and cell states and the gates' 4 x 8 channels, on 4x4 patches
+    assert measured >= (8 + 8 + 32) * (512 // 4) * (1024 // 4) * 4
+
+
+def test_frames_tried_for_the_dry_forward_divide_the_frame():
+    from vpbench import memory
+
+    spec = VideoSpec(3, 2160, 3840, 4, 4)
+    sides = [(s.height, s.width) for s in memory.smaller_specs(spec)]
+    assert (216, 384) in sides and all(2160 % h == 0 and 3840 % w == 0 for h, w in sides)
+    assert all(memory.clip_bytes(s) <= memory.DRY_CLIP_BYTES for s in memory.smaller_specs(spec))
+    assert list(memory.smaller_specs(VideoSpec(1, 64, 64, 10, 10))) == [VideoSpec(1, 64, 64, 10, 10)]
