@@ -43,12 +43,23 @@ def drifting_square(frames: int, size: int, seed: int) -> np.ndarray:
     return video
 
 
-def write_source(folder: Path, videos: int, size: int) -> None:
+# Human3.6M's subjects (1, 5, 6, 7, 8 train; 9, 11 test) and its prepared names, every 5th raw frame kept.
+H36M_SUBJECTS = (1, 5, 6, 7, 8, 9, 11)
+H36M_STEP = 5
+
+
+def write_source(folder: Path, dataset: str, videos: int, size: int) -> None:
+    """`videos` drifting-square videos in the layout `bench data prepare DATASET` reads."""
     for v in range(videos):
-        clip_dir = folder / f"video_{v:03d}"
-        clip_dir.mkdir(parents=True, exist_ok=True)
-        for t, frame in enumerate(drifting_square(FRAMES_PER_VIDEO, size, v)):
-            Image.fromarray(frame).save(clip_dir / f"{t}.png")
+        frames = drifting_square(FRAMES_PER_VIDEO, size, v)
+        if dataset == "human36m":  # S<k>/S<k>_<Action>.<camera>_<raw frame, from 1>.jpg
+            subject = H36M_SUBJECTS[v % len(H36M_SUBJECTS)]
+            names = [f"S{subject}/S{subject}_Walking{v}.54138969_{1 + H36M_STEP * t:06d}.jpg" for t in range(len(frames))]
+        else:  # a folder of numbered frames per video (ucf-sports, sjtu4k's prepared frames)
+            names = [f"video_{v:03d}/{t}.png" for t in range(len(frames))]
+        for name, frame in zip(names, frames):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(frame).save(folder / name, quality=95)
 
 
 def main() -> int:
@@ -70,7 +81,7 @@ def main() -> int:
 
     source, root = args.out / "source", args.out / "data"
     if not (root / "manifest.json").exists():
-        write_source(source, args.videos, args.size)
+        write_source(source, table.dataset, args.videos, args.size)
         bench("data", "prepare", table.dataset, "--source", str(source), "--root", str(root), "--force")
     data = ["--set", f"data.root={root}", "--set", f"data.height={args.size}", "--set", f"data.width={args.size}"]
     failed = []

@@ -90,7 +90,8 @@ def test_training_blocks_and_loss_are_openstls(monkeypatch):
     torch.manual_seed(FORWARD_SEED)
     with torch.no_grad():
         blocks = torch.stack(model.block_outputs(clip[:, 0], clip[:, 1]))
-    assert (blocks - EXPECTED["train_blocks"]).abs().max() < 1e-6
+    # fp32 rounding through the warps: 0.0 where the fixture was written, 2.2e-6 on an Intel Xeon (test_foreign)
+    assert (blocks - EXPECTED["train_blocks"]).abs().max() < 1e-5
     torch.manual_seed(FORWARD_SEED)
     with torch.no_grad():
         assert abs(float(model.training_loss(clip, 0)) - float(EXPECTED["train_loss"])) < 1e-6

@@ -57,7 +57,9 @@ def reference_model(name: str, **changes):
 @pytest.mark.parametrize("name", ["strpm", "motionrnn", "mau", "prednet", "prednet-tanh", *HKO7])
 def test_reference_checkpoints_predict_what_the_reference_code_predicted(name):
     # Max differences seen: strpm 7.5e-8, motionrnn 1.2e-7, mau 7.5e-8 (0 on the plain path), convgru 6.0e-7, trajgru
-    # 1.2e-7, prednet 0 and prednet-tanh 0 (3.0e-8 and 7.5e-7 on channels-last weights) (outputs' std 0.01-0.14).
+    # 1.2e-7, prednet 0 and prednet-tanh 0 (3.0e-8 and 7.5e-7 on channels-last weights) (outputs' std 0.01-0.14),
+    # on the AMD EPYC that wrote the fixtures; an Intel Xeon's AVX-512 kernels sum channels-last convolutions in
+    # another order: prednet-tanh 1.04e-6 there, hence 5e-6 for the fast path.
     model, checkpoint, context, expected = reference_model(name)
     assert checkpoint.layout is not None
     with torch.no_grad():
@@ -66,7 +68,7 @@ def test_reference_checkpoints_predict_what_the_reference_code_predicted(name):
         fast = model(context, SPEC.future)
     assert plain.shape == expected.shape
     assert (plain - expected).abs().max() <= 1e-6
-    assert (fast - expected).abs().max() <= 1e-6
+    assert (fast - expected).abs().max() <= 5e-6
     # the layout is the run's business: the weights it would save are the file's
     assert all(torch.equal(model.state_dict()[k], v) for k, v in checkpoint.tensors.items())
 
