@@ -47,8 +47,8 @@ Departures (no switch restores them):
 Proof: no PyTorch port of this model could be trusted for a fixture (the public ones port the GDL alone), and
 the references need TensorFlow 0.x or Lua Torch7, which this project does not run. What could not be compared:
 the outputs. What is pinned: the parameters at dyelax's configuration (RGB, 4 frames, width 128, d_width 64,
-32x32 patches), counted by hand from constants.py in tests/test_beyond_mse.py: generator 14,559,260;
-discriminator 25,939,204 (the 1/1 scale's first linear layer, 6 x 6 x 128 -> 1024, holds 4.7M of it). The GDL,
+32x32 patches), counted by hand from constants.py in tests/test_beyond_mse.py: generator 12,569,740;
+discriminator 16,875,652 (the 1/1 scale's first linear layer, 6 x 6 x 128 -> 1024, holds 4.7M of it). The GDL,
 the Lp loss and the BCE are checked against hand computations there. The paper's own counts are not published
 [unverified].
 """
