@@ -78,7 +78,7 @@ STIP_TABLES = (
         _STIP, "Table III (UCF Sports, 4 -> 6)", _STIP_SOURCE, "ucf-sports", "stip", 4, 6, "stip",
         _STIP_COLUMNS, _stip_rows([
             ("ConvLSTM", "convlstm", 26.43, 32.20, 17.80, 58.78),
-            ("BeyondMSE", None, 26.42, 29.01, 18.46, 55.28),
+            ("BeyondMSE", "beyond-mse", 26.42, 29.01, 18.46, 55.28),
             ("PredRNN", "predrnn", 27.17, 28.15, 19.65, 55.34),
             ("PredRNN++", "predrnn-pp", 27.26, 26.80, 19.67, 56.79),
             ("SAVP", "savp", 27.35, 25.45, 19.90, 49.91),

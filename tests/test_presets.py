@@ -150,6 +150,13 @@ CITED = [
                                        sequence_weight=0.003, lr=3e-4, d_lr=3e-4, adam_beta1=0.5),
        "va26/Retrospective-Cycle-GAN--tensorflow model.py lines 180-202, train.py lines 22, 29-30, 54-56, 106-108")
       for dataset in ("ucf-sports", "human36m", "sjtu4k")],
+    # BeyondMSE: dyelax's constants.py (LRATE_D, 0.02 of plain gradient descent, is d_lr 0.002 under the harness's
+    # momentum 0.9: not the file's number, so not listed).
+    *[("beyond-mse", dataset, dict(history=4, width=128, d_width=64, patch=32, batch_size=8, lr=4e-5, lam_adv=0.05,
+                                   lam_lp=1.0, lam_gdl=1.0, l_num=2, gdl_alpha=1.0),
+       "dyelax/Adversarial_Video_Generation Code/constants.py (HIST_LEN, TRAIN_HEIGHT, BATCH_SIZE, LRATE_G, LAM_*, "
+       "L_NUM, ALPHA_NUM, SCALE_FMS_G / SCALE_CONV_FMS_D as width / d_width multiples)")
+      for dataset in ("ucf-sports", "human36m", "sjtu4k")],
     ("dmvfn", "mmnist", dict(DMVFN, lr=1e-4, batch_size=16, lr_schedule="onecycle"),
      "OpenSTL (OpenSTLv0.3.0) configs/mmnist/DMVFN.py"),
     ("dmvfn", "kth-10to20", dict(DMVFN, lr=5e-5, batch_size=16, lr_schedule="onecycle"),
