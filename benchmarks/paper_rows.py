@@ -3,8 +3,9 @@
 
     VPBENCH_THREADS=2 python benchmarks/paper_rows.py [--paper stip] [--table ucf-sports] [--size 64] [--out DIR]
 
-The stand-in is what the table's dataset looks like to the harness, not its content: `--videos` folders of PNG frames
-(a bright square drifting over a gradient, one per video), prepared with `bench data prepare` like the real download,
+The stand-in is what the table's dataset looks like to the harness, not its content: `--videos` videos' frames
+(a bright square drifting over a gradient, one per video) in the download's layout (human36m's S<k>/ JPEG names,
+else a folder of PNGs per video), prepared with `bench data prepare` like the real download,
 its protocol's context and horizon at `--size` x `--size`. Every predictor runs `--quick` on its `tiny` preset, so
 the report marks each row not comparable and says why (quick schedule, another frame size, a prefix of the test
 split); what this checks is the pairing of paper rows and runs, never the numbers. Exits 1 if a run fails or a paper
