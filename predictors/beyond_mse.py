@@ -63,7 +63,9 @@ from torch import Tensor, nn
 
 from vpbench import (COUNT, NON_NEGATIVE, POSITIVE, Predictor, TrainConfig, Trainer, UserError, VideoSpec,
                      register_predictor, setting, tiny_preset)
-from vpbench.predictors._adversarial import bce
+
+from ._adversarial import bce
+from ._stip_schedules import stip_dataset_presets
 
 SCALES = 4  # 1/8, 1/4, 1/2, 1: the frame's sides must divide by 2 ** (SCALES - 1)
 # dyelax constants.py, per scale from the coarsest: hidden widths (x width), kernels; the discriminator's
@@ -220,9 +222,7 @@ class BeyondMse(Predictor):
         # patches, batch 8, lrs 4e-5 / 0.02, lam_adv 0.05, lam_lp 1, lam_gdl 1, p 2, alpha 1), for as many
         # iterations as STIP trains on each (STIPHR configs/<dataset>_configs.py: 100k / 100k / 40k)
         # [unverified: STIP gives no settings for it].
-        "ucf-sports": dict(max_iterations=100_000, val_every=5_000, eval_batch_size=4),
-        "human36m": dict(max_iterations=100_000, val_every=5_000, eval_batch_size=2),
-        "sjtu4k": dict(max_iterations=40_000, val_every=5_000, eval_batch_size=1),
+        **stip_dataset_presets(dict(val_every=5_000)),
         # The embedded synthetic set, CPU-sized [unverified: ours]: width 8, whole 64x64 frames (32x32 crops of
         # sparse digits are mostly black), Adam 3e-4 with beta1 0.5. Its frames are mostly black, tanh's -1:
         # Adam drives the background's pre-activations towards -inf, and at lr 1e-3, at beta1 0.9, at width 16

@@ -68,6 +68,8 @@ from vpbench import (COUNT, Predictor, ReferenceLayout, TrainConfig, UserError, 
                      register_predictor, setting, tiny_preset)
 from vpbench.layers import patchify, unpatchify
 
+from ._stip_schedules import stip_dataset_presets
+
 Pair = tuple[Tensor, Tensor]
 
 
@@ -184,13 +186,11 @@ MMNIST = dict(predictor_rnn_layers=8, blocks=(4, 5, 3), mult=2, batch_size=16, l
               max_iterations=125_000, val_every=5_000)
 
 
-def _stip(iterations: int, eval_batch: int) -> dict:
-    """STIP's datasets [unverified]: STIP's paper (section IV) gives no CrevNet settings. OpenSTL's mmnist model
-    (the only CrevNet configuration published for PyTorch) at OpenSTL's default lr and schedule (1e-3, OneCycle:
-    openstl/utils/parser.py lines 183-184), trained as STIP trains its own model on the dataset: batch 1, the
-    iterations and test batch of STIPHR's configs/<dataset>_configs.py (as stip's presets)."""
-    return dict(MMNIST, batch_size=1, lr=1e-3, max_iterations=iterations, val_every=5_000,
-                eval_batch_size=eval_batch)
+# STIP's datasets [unverified]: STIP's paper (section IV) gives no CrevNet settings. OpenSTL's mmnist model (the only
+# CrevNet configuration published for PyTorch) at OpenSTL's default lr and schedule (1e-3, OneCycle:
+# openstl/utils/parser.py lines 183-184), trained as STIP trains its own model on the dataset: batch 1, the
+# iterations and test batch of STIPHR's configs/<dataset>_configs.py (as stip's presets).
+STIP_DATASETS = stip_dataset_presets(dict(MMNIST, batch_size=1, lr=1e-3, val_every=5_000))
 
 
 @register_predictor("crevnet")
@@ -202,10 +202,8 @@ class CrevNet(Predictor):
     fully_convolutional = True  # convolutions only, every state sized from the input
     presets = {
         "mmnist": MMNIST,
-        # STIP's three datasets [unverified]: STIP compares with CrevNet but gives no settings for it (see _stip).
-        "ucf-sports": _stip(100_000, 4),
-        "human36m": _stip(100_000, 2),
-        "sjtu4k": _stip(40_000, 1),
+        # STIP's three datasets [unverified]: STIP compares with CrevNet but gives no settings for it: STIP_DATASETS.
+        **STIP_DATASETS,
         # The embedded synthetic set, CPU-sized: two stages (a latent of 8 channels on 3 x 16 x 16), 2 RPM layers, clips
         # of the context and 2 frames (train_horizon 2: 9 teacher-forced one-step predictions a clip; the protocol's
         # 17 would add more of the same steps at twice the cost). Measured (1 thread, a loaded machine): the whole run

@@ -63,6 +63,8 @@ from torch import Tensor, nn
 from vpbench import (COUNT, NON_NEGATIVE, POSITIVE, ReferenceLayout, StochasticConfig, StochasticPredictor,
                      UserError, VideoSpec, register_predictor, setting, tiny_preset)
 
+from ._stip_schedules import stip_dataset_presets
+
 LEAKY_SLOPE = 0.2  # SVG's vgg_layer
 DOWNSAMPLING = 8  # three 2x2 max-pools
 
@@ -247,11 +249,10 @@ REFERENCE = dict(K=1.0, M=1.0, rnn_size=512, g_dim=128, z_dim=10, predictor_rnn_
                  posterior_rnn_layers=1, beta=1e-4, lr=3e-4)
 
 
-def _stip(iterations: int, eval_batch: int) -> dict:
-    """STIP's datasets [unverified]: STIP's paper (section IV) gives no HFVP settings, nor does svg-prime for these
-    sizes. svg-prime's default model (K = M = 1, the paper's smallest) trained as STIP trains its own model on the
-    dataset: batch 1, the iterations and test batch of STIPHR's configs/<dataset>_configs.py (as stip's presets)."""
-    return dict(REFERENCE, batch_size=1, max_iterations=iterations, val_every=5_000, eval_batch_size=eval_batch)
+# STIP's datasets [unverified]: STIP's paper (section IV) gives no HFVP settings, nor does svg-prime for these sizes.
+# svg-prime's default model (K = M = 1, the paper's smallest) trained as STIP trains its own model on the dataset:
+# batch 1, the iterations and test batch of STIPHR's configs/<dataset>_configs.py (as stip's presets).
+STIP_DATASETS = stip_dataset_presets(dict(REFERENCE, batch_size=1, val_every=5_000))
 
 
 # CPU-sized (a few minutes on two cores): K = 1/8 (8/16/32 channels), 32-channel ConvLSTMs, z of 4 channels on the
@@ -272,10 +273,8 @@ class HFVP(StochasticPredictor):
         # train_svg_prime.py's defaults (REFERENCE), its smmnist setting: 64x64 grey, batch 100, 300 epochs x 600
         # iterations (lines 15, 23, 25). It trains 5 -> 10 (n_past, n_future); vpbench's mmnist protocol is 10 -> 10.
         "mmnist": dict(REFERENCE, batch_size=100, max_iterations=180_000, val_every=6_000),
-        # STIP's three datasets [unverified]: see _stip.
-        "ucf-sports": _stip(100_000, 4),
-        "human36m": _stip(100_000, 2),
-        "sjtu4k": _stip(40_000, 1),
+        # STIP's three datasets [unverified]: see STIP_DATASETS.
+        **STIP_DATASETS,
         "moving-digits": MOVING_DIGITS,
     }
     # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.

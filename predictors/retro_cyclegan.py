@@ -71,6 +71,8 @@ from torch import Tensor, nn
 from vpbench import (COUNT, NON_NEGATIVE, ODD, POSITIVE, Predictor, TrainConfig, Trainer, UserError, VideoSpec,
                      register_predictor, setting, tiny_preset)
 
+from ._stip_schedules import stip_dataset_presets
+
 WINDOW = 4  # frames the generator reads: its time strides (2, then 2) bring 4 frames to 1
 LUMA = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale, which va26's LoG applies to colour frames
 
@@ -235,9 +237,7 @@ class RetroCycleGan(Predictor):
         # 9 blocks, discriminators from 64; train.py lines 22, 29-30, 54-56, 106-108: batch 1, LoG 7 / sigma 1,
         # weights 0.005 / 0.003 / 0.003, Adam 3e-4 with beta1 0.5), for as many iterations as STIP trains on each
         # (STIPHR configs/<dataset>_configs.py: 100k / 100k / 40k) [unverified: STIP gives no settings for it].
-        "ucf-sports": dict(max_iterations=100_000, val_every=5_000, eval_batch_size=4),
-        "human36m": dict(max_iterations=100_000, val_every=5_000, eval_batch_size=2),
-        "sjtu4k": dict(max_iterations=40_000, val_every=5_000, eval_batch_size=1),
+        **stip_dataset_presets(dict(val_every=5_000)),
         # The embedded synthetic set, CPU-sized [unverified: ours]: width 16, 2 blocks, lr 1e-3 (at 5e-3 the L1 loss
         # on the black background drove every output to tanh's -1 within 10 steps, where it stayed).
         "moving-digits": dict(width=16, residual_blocks=2, d_width=16, batch_size=8, lr=1e-3, d_lr=2e-4,

@@ -73,6 +73,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 from vpbench import (COUNT, NON_NEGATIVE, POSITIVE, ODD, StochasticConfig, StochasticPredictor, Trainer, UserError,
                      VideoSpec, at_least, iterations, register_predictor, setting, tiny_preset)
 
+from ._stip_schedules import stip_dataset_presets
+
 RELU_SHIFT = 1e-12  # the reference's lower bound on CDNA kernel taps
 NORM_EPS = 1e-6  # the reference's fused instance norm
 
@@ -306,9 +308,7 @@ class SAVP(StochasticPredictor):
         "bair": dict(KTH["savp"], nz=8, kl_weight=1.0),
         # STIP's datasets [unverified]: STIP's paper gives no SAVP settings; the reference's KTH SAVP hparams, as
         # STIP trains its own model there: batch 1 and the iterations of STIPHR's configs/<dataset>_configs.py.
-        "ucf-sports": dict(KTH["savp"], batch_size=1, max_iterations=100_000, eval_batch_size=4),
-        "human36m": dict(KTH["savp"], batch_size=1, max_iterations=100_000, eval_batch_size=2),
-        "sjtu4k": dict(KTH["savp"], batch_size=1, max_iterations=40_000, eval_batch_size=1),
+        **stip_dataset_presets(dict(KTH["savp"], batch_size=1)),
         "moving-digits": MOVING_DIGITS,
     }
     # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.

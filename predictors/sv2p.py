@@ -80,6 +80,8 @@ from torch import Tensor, nn
 from vpbench import (COUNT, FINITE, NON_NEGATIVE, ODD, StochasticConfig, StochasticPredictor, UserError, VideoSpec,
                      iterations, register_predictor, setting, tiny_preset)
 
+from ._stip_schedules import stip_dataset_presets
+
 LN_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's variance_epsilon
 FORGET_BIAS = 1.0  # tf.contrib.rnn.ConvLSTMCell's default
 LSTM_KERNEL = 5  # common_video.conv_lstm_2d's default
@@ -287,8 +289,7 @@ def _free_memory_bytes() -> int | None:
 # The paper's schedule is tensor2tensor's next_frame_sv2p (the class defaults); STIP (section IV) gives no SV2P
 # settings, so its datasets [unverified] train the reference's model and schedule at STIP's batch 1 and iterations
 # (STIPHR configs/<dataset>_configs.py, as stip's presets), phases and annealing at the reference's iterations.
-def _stip(max_iterations: int, eval_batch: int) -> dict:
-    return dict(batch_size=1, max_iterations=max_iterations, val_every=5_000, eval_batch_size=eval_batch)
+STIP_DATASETS = stip_dataset_presets(dict(batch_size=1, val_every=5_000))
 
 
 # The embedded synthetic set, CPU-sized: narrow LSTMs, 4 CDNA kernels, trained on the context and 4 frames; phases 1 and
@@ -308,9 +309,7 @@ class SV2P(StochasticPredictor):
 
     Config = SV2PConfig
     presets = {
-        "ucf-sports": _stip(100_000, 4),
-        "human36m": _stip(100_000, 2),
-        "sjtu4k": _stip(40_000, 1),
+        **STIP_DATASETS,
         "moving-digits": MOVING_DIGITS,
     }
     # The contract's size (vpbench.contract: `bench check`, tests/test_contract.py): seconds on one CPU core.
