@@ -55,7 +55,8 @@ def write_source(folder: Path, dataset: str, videos: int, size: int) -> None:
         frames = drifting_square(FRAMES_PER_VIDEO, size, v)
         if dataset == "human36m":  # S<k>/S<k>_<Action>.<camera>_<raw frame, from 1>.jpg
             subject = H36M_SUBJECTS[v % len(H36M_SUBJECTS)]
-            names = [f"S{subject}/S{subject}_Walking{v}.54138969_{1 + H36M_STEP * t:06d}.jpg" for t in range(len(frames))]
+            names = [f"S{subject}/S{subject}_Walking{v}.54138969_{1 + H36M_STEP * t:06d}.jpg"
+                     for t in range(len(frames))]
         else:  # a folder of numbered frames per video (ucf-sports, sjtu4k's prepared frames)
             names = [f"video_{v:03d}/{t}.png" for t in range(len(frames))]
         for name, frame in zip(names, frames):

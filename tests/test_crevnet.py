@@ -55,7 +55,8 @@ def test_openstl_checkpoint_predicts_what_openstl_predicted():
         fast = model(context, SPEC.future)
     assert plain.shape == expected["output"].shape == (2, SPEC.future, 1, 64, 64)
     # 0.0 on the AMD EPYC that wrote the fixture; other CPUs' fp32 kernels round differently through its 3x3x3
-    # convolutions and recurrence (outputs up to 2.2): 6.1e-6 on an Intel Xeon's AVX-512 kernels, 1.2e-5 on its AVX2 ones
+    # convolutions and recurrence (outputs up to 2.2): 6.1e-6 on an Intel Xeon's AVX-512 kernels, 1.2e-5 on its
+    # AVX2 ones
     assert (plain - expected["output"]).abs().max() <= 2e-5
     assert (fast - expected["output"]).abs().max() <= 5e-5
     assert all(torch.equal(model.state_dict()[k], v) for k, v in checkpoint.tensors.items())
