@@ -7,11 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from vpbench.cpu import keep_freed_memory_for_reuse
+from vpbench.cpu import keep_freed_memory_for_reuse, usable_cpus
 from vpbench.predictor import create_predictor
 from vpbench.spec import VideoSpec
 
 keep_freed_memory_for_reuse()
+
+# pytest-xdist's workers (the README's `-n auto`: one a core) share the cores: each worker, and each command it
+# runs, gets its share of them. Two threads each on two cores would put four busy OpenMP threads on two cores,
+# which spin-waits into many times slower runs.
+THREADS = max(1, usable_cpus() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["VPBENCH_THREADS"] = str(THREADS)  # read by every `bench` a test starts and by set_threads() in tests
+torch.set_num_threads(THREADS)
 
 # A convlstm small enough that a training run takes seconds on two CPU cores.
 TINY = ["--set", "convlstm.num_layers=1", "--set", "convlstm.num_hidden=8", "--set", "convlstm.filter_size=3",
@@ -26,7 +33,7 @@ HANG_GUARD_SECONDS = 3600
 
 def run_bench(*args: str, cwd: Path, env: dict | None = None, check: bool = True,
               timeout: float = HANG_GUARD_SECONDS) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "VPBENCH_THREADS": "2", **(env or {})}
+    full_env = {**os.environ, "VPBENCH_THREADS": str(THREADS), **(env or {})}  # bare_env() callers drop it
     proc = subprocess.run([sys.executable, "-m", "vpbench", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HANG_GUARD_SECONDS, TINY, run_bench
+from conftest import HANG_GUARD_SECONDS, THREADS, TINY, run_bench
 from vpbench.config import TrainConfig, apply_overrides
 from vpbench.cpu import cgroup_cpu_quota, thread_count, usable_cpus
 from vpbench.errors import UserError
@@ -62,7 +62,7 @@ def test_without_a_terminal_a_run_writes_a_start_line_progress_lines_and_an_end_
     run_dir = run_dir.relative_to(root)  # as --out names it
     start = [line for line in stderr.splitlines() if "] start convlstm" in line]
     assert len(start) == 1, stderr
-    for part in ("on moving-digits", "protocol ", str(run_dir), "device cpu", "2 threads x 1 process",
+    for part in ("on moving-digits", "protocol ", str(run_dir), "device cpu", f"{THREADS} thread{'s' * (THREADS > 1)} x 1 process",
                  "12 iterations"):
         assert part in start[0], (part, start[0])
     progress = re.findall(r"\] train convlstm (\d+)/12  loss \S+.*  \S+ it/s  elapsed \d+:\d\d:\d\d  "

@@ -35,7 +35,7 @@ def events(run_dir, kind):
 def test_sigkill_during_training_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, args, total,
                                                                                     kill_after):
     name = args[1]
-    env = {**os.environ, "VPBENCH_THREADS": "2"}
+    env = dict(os.environ)  # conftest's VPBENCH_THREADS, as run_bench: the same thread count, the same float sums
     proc = subprocess.Popen([sys.executable, "-m", "vpbench", "run", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = tmp_path / "R" / "moving-digits" / name
