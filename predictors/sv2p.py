@@ -69,7 +69,6 @@ layer's too: 72x128 counts exactly three times 24x128, tests/test_sv2p.py).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -78,7 +77,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vpbench import (COUNT, FINITE, NON_NEGATIVE, ODD, StochasticConfig, StochasticPredictor, UserError, VideoSpec,
-                     iterations, register_predictor, setting, tiny_preset)
+                     iterations, register_predictor, setting, tiny_preset, memory)
 
 from ._stip_schedules import stip_dataset_presets
 
@@ -277,15 +276,6 @@ def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
     return 0.5 * (log_var.exp() + mean ** 2 - 1.0 - log_var).flatten(1).sum(1)
 
 
-def _free_memory_bytes() -> int | None:
-    """The memory the kernel reports available (Linux), None where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as fh:
-            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return None
-
-
 # The paper's schedule is tensor2tensor's next_frame_sv2p (the class defaults); STIP (section IV) gives no SV2P
 # settings, so its datasets [unverified] train the reference's model and schedule at STIP's batch 1 and iterations
 # (STIPHR configs/<dataset>_configs.py, as stip's presets), phases and annealing at the reference's iterations.
@@ -341,12 +331,14 @@ class SV2P(StochasticPredictor):
         they take over half the memory available (a forward at such sizes needs several GB of activations more)."""
         weights = 4 * config.lstm_size[4] * (spec.height // SCALE) * (spec.width // SCALE) * config.num_masks \
             * config.dna_kernel_size ** 2
-        free = _free_memory_bytes()
-        if free is not None and weights > free / 2:
+        # Checked here, before the weights are made (on the CPU, whatever the run's device), not by the harness's
+        # memory estimate, which measures a forward of the built model.
+        available = memory.available_bytes(torch.device("cpu"))
+        if available is not None and weights > available[0] / 2:
             raise UserError(f"sv2p at {spec.height}x{spec.width}: the CDNA kernels' dense layer reads all of the "
                             f"{spec.height // SCALE}x{spec.width // SCALE}x{config.lstm_size[4]} hidden state: "
                             f"{weights / 2**30:.1f} GiB of float32 weights (x4 to train with Adam), plus the "
-                            f"activations; this machine has {free / 2**30:.1f} GiB available")
+                            f"activations; {available[1]}")
 
     def modules_outside_prediction(self) -> list[nn.Module]:
         return [self.latent_tower]  # the posterior: training only, z ~ N(0, 1) at test
