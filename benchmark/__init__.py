@@ -36,6 +36,7 @@ _SOURCES = {
     "UserError": "errors",
     "console": "progress",  # where a plugin prints: quiet on every rank but 0 under torchrun
     "sha256_files": "digest",  # a dataset's fingerprint of the files its clips come from
+    "available_bytes": "memory",  # free memory on a device: a predictor that refuses a size before building it
 }
 __all__ = sorted(_SOURCES)
 
@@ -60,6 +61,7 @@ if TYPE_CHECKING:  # what type checkers see; the lazy table above is what runs
     from .digest import sha256_files
     from .errors import UserError
     from .foreign import ReferenceLayout
+    from .memory import available_bytes
     from .predictor import (Clips, Predictor, ResolvedConfig, StochasticPredictor, Trainer, count_parameters,
                             create_predictor, resolve_config)
     from .progress import console

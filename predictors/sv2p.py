@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vpbench import (COUNT, FINITE, NON_NEGATIVE, ODD, StochasticConfig, StochasticPredictor, UserError, VideoSpec,
-                     iterations, register_predictor, setting, tiny_preset, memory)
+                     available_bytes, iterations, register_predictor, setting, tiny_preset)
 
 from ._stip_schedules import stip_dataset_presets
 
@@ -333,7 +333,7 @@ class SV2P(StochasticPredictor):
             * config.dna_kernel_size ** 2
         # Checked here, before the weights are made (on the CPU, whatever the run's device), not by the harness's
         # memory estimate, which measures a forward of the built model.
-        available = memory.available_bytes(torch.device("cpu"))
+        available = available_bytes(torch.device("cpu"))
         if available is not None and weights > available[0] / 2:
             raise UserError(f"sv2p at {spec.height}x{spec.width}: the CDNA kernels' dense layer reads all of the "
                             f"{spec.height // SCALE}x{spec.width // SCALE}x{config.lstm_size[4]} hidden state: "

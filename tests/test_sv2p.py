@@ -8,7 +8,6 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import vpbench.predictors.sv2p as sv2p
-from vpbench import memory
 from vpbench.costs import count_flops
 from vpbench.errors import UserError
 from vpbench.predictor import count_parameters, create_predictor
@@ -184,7 +183,7 @@ def test_bad_settings_and_frames_are_one_line():
 
 
 def test_a_frame_whose_cdna_layer_cannot_be_held_is_refused_in_one_line(monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda device: (20 * 2**30, "this machine has 20.0 GB available"))
+    monkeypatch.setattr(sv2p, "available_bytes", lambda device: (20 * 2**30, "this machine has 20.0 GB available"))
     with pytest.raises(UserError, match=r"sv2p at 2160x3840: .*270x480x128 hidden state: 15.4 GiB of float32 "
                                         r"weights .*; this machine has 20.0 GB available$"):
         create_predictor("sv2p", VideoSpec(3, 2160, 3840, 4, 4), preset="sjtu4k")
