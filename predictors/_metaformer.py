@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Attention, ConvMlp, DropPath, LayerNorm2d, Mlp
 from torch import Tensor, nn
+
+# timm.layers is imported where a block is built, not here: it imports torchvision (about 2 s of start-up), and
+# every `bench` command that reads predictor names imports every built-in predictor.
 
 
 def _drop_path(rate: float) -> nn.Module:
+    from timm.layers import DropPath
     return DropPath(rate) if rate > 0 else nn.Identity()
 
 
@@ -48,6 +51,7 @@ class ConvNeXtBlock(nn.Module):
     """ConvNeXt: depth-wise 7x7, LayerNorm over channels, 1x1 MLP, layer scale 1e-6 (timm's block, conv_mlp=True)."""
 
     def __init__(self, dim: int, mlp_ratio: float, drop_path: float) -> None:
+        from timm.layers import ConvMlp, LayerNorm2d
         super().__init__()
         self.conv_dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.norm = LayerNorm2d(dim)
@@ -83,6 +87,7 @@ class HorNetBlock(nn.Module):
     """HorNet: LayerNorm, g^n conv, then a LayerNorm and a linear MLP over channels, both with layer scale 1e-6."""
 
     def __init__(self, dim: int, mlp_ratio: float, drop_path: float) -> None:
+        from timm.layers import LayerNorm2d
         super().__init__()
         self.norm1 = LayerNorm2d(dim)
         self.gnconv = RecursiveGatedConv(dim)
@@ -104,6 +109,7 @@ class MixerBlock(nn.Module):
     """MLP-Mixer: an MLP across the H*W positions (hidden dim / 2), then one across channels (timm's MixerBlock)."""
 
     def __init__(self, dim: int, positions: int, mlp_ratio: float, drop: float, drop_path: float) -> None:
+        from timm.layers import Mlp
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp_tokens = Mlp(positions, int(0.5 * dim), drop=drop)
@@ -211,6 +217,7 @@ class PoolFormerBlock(ScaledResidualBlock):
     """PoolFormer: GroupNorm(1), pooling mixer, GroupNorm(1), 1x1 MLP; layer scale 1e-5."""
 
     def __init__(self, dim: int, mlp_ratio: float, drop: float, drop_path: float) -> None:
+        from timm.layers import Mlp
         super().__init__()
         self.norm1 = nn.GroupNorm(1, dim)
         self.token_mixer = AveragePoolMixer()
@@ -289,6 +296,7 @@ class SwinBlock(nn.Module):
 
     def __init__(self, dim: int, grid: tuple[int, int], shifted: bool, mlp_ratio: float, drop: float,
                  drop_path: float, masked: bool) -> None:
+        from timm.layers import Mlp
         super().__init__()
         h, w = grid
         self.window = min(8, 7 if h % 7 == 0 else max(4, h // 16))
@@ -319,6 +327,7 @@ class UniFormerConvBlock(nn.Module):
     """UniFormer's CBlock: positional depth-wise 3x3, then BatchNorm, 1x1, depth-wise 5x5, 1x1, then a 1x1 MLP."""
 
     def __init__(self, dim: int, mlp_ratio: float, drop: float, drop_path: float) -> None:
+        from timm.layers import Mlp
         super().__init__()
         self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.BatchNorm2d(dim)
@@ -340,6 +349,7 @@ class TransformerBlock(nn.Module):
     positional depth-wise 3x3 and layer scale 1e-6 UniFormer's SABlock (`pos_embed`, `gamma_1`, `gamma_2`)."""
 
     def __init__(self, dim: int, mlp_ratio: float, drop: float, drop_path: float, uniformer: bool) -> None:
+        from timm.layers import Attention, Mlp
         super().__init__()
         if uniformer:
             self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)

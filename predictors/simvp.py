@@ -29,11 +29,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from timm.layers import DropPath
 
 from vpbench import (COUNT, EVEN, ODD, POSITIVE, Predictor, ReferenceLayout, TrainConfig, UserError, VideoSpec,
                      at_least, between, later_setting, register_predictor, setting, tiny_preset)
 from vpbench.predictors._metaformer import METAFORMERS, MetaLayer, metaformer_block
+
+# timm.layers is imported where a block is built, not here: it imports torchvision (about 2 s of start-up), and
+# every `bench` command that reads predictor names imports every built-in predictor.
 
 Translator = Literal["incepu", "gsta", "convmixer", "convnext", "hornet", "mlpmixer", "moganet", "poolformer", "swin",
                      "uniformer", "van", "vit"]
@@ -163,6 +165,7 @@ class GSTABlock(nn.Module):
 
     def __init__(self, dim: int, out: int, mlp_ratio: float, drop: float, drop_path: float,
                  kind: Literal["gsta", "van", "tau"] = "gsta") -> None:
+        from timm.layers import DropPath
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.BatchNorm2d(dim)

@@ -51,10 +51,9 @@ with it; tests/test_swinlstm.py counts both by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-from timm.layers import Mlp, PatchEmbed, trunc_normal_
 from torch import Tensor, nn
 
 from vpbench import (COUNT, PROBABILITY, RecurrentConfig, RecurrentPredictor, ReferenceLayout, UserError, VideoSpec,
@@ -62,6 +61,11 @@ from vpbench import (COUNT, PROBABILITY, RecurrentConfig, RecurrentPredictor, Re
 from vpbench.layers import patchify, unpatchify
 
 from ._metaformer import WindowAttention, _drop_path, _unwindows, _windows, shifted_window_mask
+
+# timm.layers is imported where a block is built, not here: it imports torchvision (about 2 s of start-up), and
+# every `bench` command that reads predictor names imports every built-in predictor.
+if TYPE_CHECKING:
+    from timm.layers import PatchEmbed
 
 
 @dataclass
@@ -99,6 +103,7 @@ class SwinLSTMBlock(nn.Module):
 
     def __init__(self, dim: int, grid: tuple[int, int], heads: int, window: int, shifted: bool, drop_path: float,
                  mixes: bool) -> None:
+        from timm.layers import Mlp, trunc_normal_
         super().__init__()
         if min(grid) <= window:  # timm's rule: one window over the whole grid, nothing to shift
             window, shifted = min(grid), False
@@ -266,6 +271,7 @@ class SwinLSTM(RecurrentPredictor):
     presets["tiny"] = tiny_preset(presets["moving-digits"], lr=1e-2)
 
     def __init__(self, spec: VideoSpec, config: SwinLSTMConfig) -> None:
+        from timm.layers import PatchEmbed
         super().__init__(spec, config)
         cfg, name = config, self.registry_name
         if cfg.patch_size != 2:

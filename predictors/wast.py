@@ -75,11 +75,13 @@ from itertools import accumulate, product
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, HardSwish, make_divisible
 from torch import Tensor, nn
 
 from vpbench import (COUNT, NON_NEGATIVE, POSITIVE, Predictor, ReferenceLayout, TrainConfig, UserError,
                      VideoSpec, between, iterations, register_predictor, setting, tiny_preset)
+
+# timm.layers is imported where a block is built, not here: it imports torchvision (about 2 s of start-up), and
+# every `bench` command that reads predictor names imports every built-in predictor.
 
 HAAR = 2 ** -0.5
 
@@ -175,6 +177,7 @@ class CoordinateAttention(nn.Module):
     pooled along the other axis through a shared 1x1 convolution, BN and hard-swish."""
 
     def __init__(self, dim: int, reduction: int = 4) -> None:
+        from timm.layers import HardSwish
         super().__init__()
         hidden = max(8, dim // reduction)
         self.conv1 = nn.Conv2d(dim, hidden, 1)
@@ -207,6 +210,7 @@ class InvertedBottleneck(nn.Module):
     ratio), BN ReLU, depth-wise 7x7, BN ReLU, squeeze-excitation, 1x1 projection, BN; convolutions without bias."""
 
     def __init__(self, dim: int, ratio: float) -> None:
+        from timm.layers import make_divisible
         super().__init__()
         mid = make_divisible(dim * ratio)
         self.conv_pw = nn.Conv2d(dim, mid, 1, bias=False)
@@ -226,6 +230,7 @@ class TimeFrequencyBlock(nn.Module):
     """OpenSTL's `TF_AwareBlock` on frames stacked along channels (the module docstring)."""
 
     def __init__(self, dim: int, mlp_ratio: float, drop_path: bool, large_kernel: int) -> None:
+        from timm.layers import DropPath
         super().__init__()
         self.drop_path = DropPath(0.0) if drop_path else nn.Identity()
         self.norm1 = nn.BatchNorm2d(dim)
@@ -341,6 +346,7 @@ class WaST(Predictor):
 
     def set_drop_path(self, rate: float) -> None:
         """Stochastic depth linear over all blocks from 0 to `rate` (OpenSTL's `update_drop_path`)."""
+        from timm.layers import DropPath
         blocks = [b for t in (self.translator1, self.bottleneck_translator, self.translator2) for b in t.blocks]
         for block, block_rate in zip(blocks, torch.linspace(0, rate, len(blocks)).tolist()):
             if isinstance(block.drop_path, DropPath):

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timm.layers import get_same_padding
 from torch import Tensor, nn
 
 MIN_FRAMES = 9
@@ -51,6 +50,8 @@ def _triple(v: int | Triple) -> Triple:
 
 def pad_same_3d(x: Tensor, kernel: Triple, stride: Triple) -> Tensor:
     """Zero padding of [B, C, T, H, W] so that a kernel/stride gives ceil(size / stride) outputs (TF 'SAME')."""
+    from timm.layers import get_same_padding  # here: timm imports torchvision (about 2 s), and `bench run` imports this
+
     pads: list[int] = []
     for size, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride)):  # F.pad lists the last first
         total = get_same_padding(size, k, s, 1)
