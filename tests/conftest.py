@@ -33,7 +33,7 @@ HANG_GUARD_SECONDS = 3600
 
 def run_bench(*args: str, cwd: Path, env: dict | None = None, check: bool = True,
               timeout: float = HANG_GUARD_SECONDS) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "VPBENCH_THREADS": str(THREADS), **(env or {})}  # bare_env() callers drop it
+    full_env = {**os.environ, **(env or {})}  # os.environ holds THREADS as VPBENCH_THREADS (above)
     proc = subprocess.run([sys.executable, "-m", "vpbench", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:

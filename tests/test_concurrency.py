@@ -14,8 +14,8 @@ RUN = ["run", "--models", "convlstm", "--dataset", "moving-digits", "--quick", *
 
 
 def _start(cwd, log):
-    env = dict(os.environ)  # conftest's VPBENCH_THREADS, as run_bench: the same thread count, the same float sums
-    return subprocess.Popen([sys.executable, "-m", "vpbench", *RUN, "--out", "R"], cwd=cwd, env=env,
+    # Inherits conftest's VPBENCH_THREADS, as run_bench's commands do: the same thread count, the same float sums.
+    return subprocess.Popen([sys.executable, "-m", "vpbench", *RUN, "--out", "R"], cwd=cwd,
                             stdout=log, stderr=subprocess.STDOUT)
 
 

@@ -34,7 +34,7 @@ def bare_env(**extra: str) -> dict:
 
 
 def bench_raw(*args: str, cwd: Path, env: dict, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """`bench ARGS` with exactly `env` (run_bench adds VPBENCH_THREADS), stderr a pipe: no terminal."""
+    """`bench ARGS` with exactly `env` (run_bench passes conftest's VPBENCH_THREADS), stderr a pipe: no terminal."""
     return subprocess.run([*prefix, sys.executable, "-m", "vpbench", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=HANG_GUARD_SECONDS)
 
@@ -62,8 +62,8 @@ def test_without_a_terminal_a_run_writes_a_start_line_progress_lines_and_an_end_
     run_dir = run_dir.relative_to(root)  # as --out names it
     start = [line for line in stderr.splitlines() if "] start convlstm" in line]
     assert len(start) == 1, stderr
-    for part in ("on moving-digits", "protocol ", str(run_dir), "device cpu", f"{THREADS} thread{'s' * (THREADS > 1)} x 1 process",
-                 "12 iterations"):
+    threads = f"{THREADS} thread{'s' * (THREADS > 1)} x 1 process"
+    for part in ("on moving-digits", "protocol ", str(run_dir), "device cpu", threads, "12 iterations"):
         assert part in start[0], (part, start[0])
     progress = re.findall(r"\] train convlstm (\d+)/12  loss \S+.*  \S+ it/s  elapsed \d+:\d\d:\d\d  "
                           r"ETA \d+:\d\d:\d\d$", stderr, re.M)

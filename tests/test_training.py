@@ -1,6 +1,5 @@
 """The training loop: resume after SIGKILL, checkpoints, validation-only model selection, the store."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -35,8 +34,8 @@ def events(run_dir, kind):
 def test_sigkill_during_training_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, args, total,
                                                                                     kill_after):
     name = args[1]
-    env = dict(os.environ)  # conftest's VPBENCH_THREADS, as run_bench: the same thread count, the same float sums
-    proc = subprocess.Popen([sys.executable, "-m", "vpbench", "run", *args], cwd=tmp_path, env=env,
+    # Inherits conftest's VPBENCH_THREADS, as run_bench's commands do: the same thread count, the same float sums.
+    proc = subprocess.Popen([sys.executable, "-m", "vpbench", "run", *args], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = tmp_path / "R" / "moving-digits" / name
     deadline = time.time() + HANG_GUARD_SECONDS
